@@ -1,0 +1,47 @@
+# Batchline: every target sets up what it needs (virtual environment, redis-server) first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: install redis test demo bench lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# redis-server from the system's packages when the machine has none.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+	@redis-server --version
+
+test: $(STAMP) redis
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: $(STAMP) redis
+	$(BIN)/batchline demo
+
+bench: $(STAMP) redis
+	$(PY) -m bench $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check batchline workers tasks tests bench
+	$(BIN)/ruff format --check batchline workers tasks tests bench
+	$(BIN)/mypy batchline workers tasks
+
+format: $(STAMP)
+	$(BIN)/ruff format batchline workers tasks tests bench
+	$(BIN)/ruff check --fix batchline workers tasks tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""A local emulator of Anthropic's Message Batches API."""

@@ -1,0 +1,183 @@
+"""Batchline's settings: one typed object read from the environment once (BATCHLINE_*)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The API refuses a batch over 100,000 requests or 256 MB of body; stay just under the bytes.
+API_MAX_BATCH_REQUESTS = 100_000
+API_MAX_BATCH_BYTES = 256 * 1000 * 1000
+
+
+class ModelPrice(BaseModel):
+    """Standard (not batch) prices in USD per million tokens."""
+
+    input: float
+    output: float
+    cache_write: float | None = None  # defaults to 1.25x input
+    cache_read: float | None = None  # defaults to 0.1x input
+
+
+# Standard prices per million tokens, matched by the longest model-name prefix.
+# Batch prices are half of these. Override with BATCHLINE_PRICES (JSON).
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "claude-opus-4-5": ModelPrice(input=5.0, output=25.0),
+    "claude-opus-4-6": ModelPrice(input=5.0, output=25.0),
+    "claude-opus-4-1": ModelPrice(input=15.0, output=75.0),
+    "claude-opus-4": ModelPrice(input=15.0, output=75.0),
+    "claude-sonnet-4": ModelPrice(input=3.0, output=15.0),
+    "claude-3-7-sonnet": ModelPrice(input=3.0, output=15.0),
+    "claude-haiku-4-5": ModelPrice(input=1.0, output=5.0),
+    "claude-3-5-haiku": ModelPrice(input=0.8, output=4.0),
+    "claude-3-haiku": ModelPrice(input=0.25, output=1.25),
+}
+
+
+class WebhookSubscription(BaseModel):
+    """A global webhook endpoint and the event types it wants ("*" for all)."""
+
+    url: str
+    secret: str | None = None  # whsec_...; a second secret may follow during rotation
+    secondary_secret: str | None = None
+    event_types: list[str] = Field(default_factory=lambda: ["*"])
+    include_bodies: bool = False
+
+
+class Settings(BaseSettings):
+    """Everything Batchline can be told; every field is BATCHLINE_<NAME> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="BATCHLINE_", extra="ignore", frozen=True)
+
+    # --- Redis: one URL serves broker, result backend and job state unless overridden ---
+    redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str | None = None
+    result_backend_url: str | None = None
+    state_url: str | None = None
+    key_prefix: str = "bl"
+
+    # --- input and chunking ---
+    max_batch_requests: int = Field(API_MAX_BATCH_REQUESTS, ge=1, le=API_MAX_BATCH_REQUESTS)
+    max_batch_bytes: int = Field(250 * MiB, ge=1024, le=API_MAX_BATCH_BYTES)
+    max_request_bytes: int = Field(32 * MiB, ge=256)
+    source_dir: Path = Path(".")
+    default_model: str | None = None
+    default_max_tokens: int | None = None
+
+    # --- polling (countdown backoff, never sleeping) ---
+    poll_interval_s: float = Field(15.0, gt=0)
+    poll_max_interval_s: float = Field(300.0, gt=0)
+    poll_jitter: float = Field(0.2, ge=0, le=1)
+
+    # --- retries ---
+    max_attempts: int = Field(3, ge=1)
+    api_retry_base_s: float = Field(2.0, gt=0)
+    api_retry_max_s: float = Field(120.0, gt=0)
+    api_timeout_s: float = Field(600.0, gt=0)
+    sdk_max_retries: int = Field(0, ge=0, le=2)
+
+    # --- fleet-wide rate limit and admission control ---
+    api_rpm: int = Field(50, ge=1)
+    max_in_flight_requests: int = Field(100_000, ge=1)
+
+    # --- broker ---
+    visibility_timeout_s: int = Field(3600, ge=1)
+    results_prefetch: int = Field(16, ge=1)
+
+    # --- sweeper ---
+    sweep_interval_s: float = Field(60.0, gt=0)
+    stall_after_s: float | None = None  # default: two poll max intervals plus a minute
+
+    # --- retention ---
+    retention_s: int = Field(7 * 86400, ge=60)
+
+    # --- money ---
+    prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+    # --- events and webhooks ---
+    events_retention_s: int = Field(7 * 86400, ge=60)
+    progress_event_interval_s: float = Field(5.0, ge=0)
+    webhook_subscriptions: list[WebhookSubscription] = Field(default_factory=list)
+    webhook_secret: str | None = None  # default secret for per-job webhook_url deliveries
+    webhook_allow_loopback: bool = False
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_max_response_bytes: int = Field(64 * 1024, ge=0)
+
+    # --- observability ---
+    log_level: str = "INFO"
+    log_json: bool = False
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9808
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.poll_max_interval_s < self.poll_interval_s:
+            raise ValueError("poll_max_interval_s must be at least poll_interval_s")
+        # A countdown task waits in the broker's unacked set; the Redis transport
+        # redelivers it once visibility_timeout passes, so every countdown must stay
+        # well below it or the task runs twice.
+        if self.visibility_timeout_s < 2 * self.max_countdown_s:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must be at least twice "
+                f"the longest countdown ({self.max_countdown_s:.0f} s)"
+            )
+        return self
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def result_backend(self) -> str:
+        return self.result_backend_url or self.redis_url
+
+    @property
+    def state(self) -> str:
+        return self.state_url or self.redis_url
+
+    @property
+    def max_countdown_s(self) -> float:
+        """The longest countdown any task schedules itself with."""
+        return max(self.poll_max_interval_s * (1 + self.poll_jitter), self.api_retry_max_s)
+
+    @property
+    def stall_s(self) -> float:
+        """How long a batch's poll chain may be quiet before the sweeper re-arms it."""
+        if self.stall_after_s is not None:
+            return self.stall_after_s
+        return 2 * self.poll_max_interval_s * (1 + self.poll_jitter) + 60
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with credentials in URLs and secrets masked."""
+        from batchline.redaction import redact_url
+
+        out = self.model_dump(mode="json")
+        for key in ("redis_url", "broker_url", "result_backend_url", "state_url"):
+            if out.get(key):
+                out[key] = redact_url(out[key])
+        if out.get("webhook_secret"):
+            out["webhook_secret"] = "***"
+        for sub in out.get("webhook_subscriptions", []):
+            for k in ("secret", "secondary_secret"):
+                if sub.get(k):
+                    sub[k] = "***"
+        return out
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings and read the environment again."""
+    get_settings.cache_clear()
+    return get_settings()

@@ -1,0 +1,67 @@
+"""The Celery application: Redis broker and result backend, JSON only, late acks, stage queues."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue as KombuQueue
+
+from batchline.settings import Settings, get_settings
+from workers.queues import ROUTES, Queue
+
+TASK_MODULES = [
+    "tasks.submit",
+    "tasks.jobs",
+    "tasks.create",
+    "tasks.poll",
+    "tasks.results",
+    "tasks.retries",
+    "tasks.sweep",
+    "tasks.events",
+]
+
+
+def celery_config(settings: Settings) -> dict[str, object]:
+    """Celery's settings, derived from Batchline's."""
+    return {
+        "broker_url": settings.broker,
+        "result_backend": settings.result_backend,
+        "broker_connection_retry_on_startup": True,
+        # The Redis transport hands an unacknowledged message to another worker once
+        # visibility_timeout passes. A countdown task sits unacknowledged until its ETA,
+        # so every countdown stays well below this (Settings checks it), and a killed
+        # worker's task comes back after at most this long.
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "task_ignore_result": True,
+        "result_expires": settings.retention_s,
+        "result_extended": False,
+        "task_queues": [KombuQueue(q.value, routing_key=q.value) for q in Queue],
+        "task_default_queue": Queue.INGEST.value,
+        "task_routes": {name: {"queue": q.value} for name, q in ROUTES.items()},
+        "task_track_started": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """A Celery app configured from Batchline's settings."""
+    settings = settings or get_settings()
+    app = Celery("batchline", include=TASK_MODULES)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+app = create_app()
