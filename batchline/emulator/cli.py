@@ -2,12 +2,114 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
+
+from batchline.emulator import config as defaults
+from batchline.emulator.config import ConfigError, EmulatorConfig
+
+ENV_PREFIX = "BATCHLINE_EMULATOR_"
+
+
+def _option(flag: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A flag that can also be set as BATCHLINE_EMULATOR_<FLAG>."""
+    name = flag.split("/")[0].removeprefix("--").replace("-", "_").upper()
+    return click.option(
+        flag, envvar=ENV_PREFIX + name, show_envvar=True, show_default=True, **kwargs
+    )
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", envvar="BATCHLINE_EMULATOR_HOST", show_default=True)
-@click.option("--port", default=8765, type=int, envvar="BATCHLINE_EMULATOR_PORT", show_default=True)
-def emulator(host: str, port: int) -> None:
-    """Serve a local emulator of the Message Batches API."""
-    raise click.ClickException("not built yet")
+@_option("--host", default="127.0.0.1", help="Interface to listen on.")
+@_option("--port", default=8765, type=int, help="Port to listen on.")
+@_option(
+    "--api-keys",
+    default="",
+    help="Comma-separated API keys to accept; empty accepts any non-empty key.",
+)
+@_option(
+    "--processing-seconds",
+    default=defaults.DEFAULT_PROCESSING_SECONDS,
+    type=float,
+    help="Time from create to end; request i of n is done at (i+1)/n of it.",
+)
+@_option(
+    "--canceling-seconds",
+    default=defaults.DEFAULT_CANCELING_SECONDS,
+    type=float,
+    help="How long a canceled batch stays `canceling` before it ends.",
+)
+@_option(
+    "--rpm-limit",
+    default=0,
+    type=int,
+    help="Calls per sliding 60 s window across all batch endpoints (0: no limit); "
+    "over it: 429 with retry-after.",
+)
+@_option(
+    "--queue-limit",
+    default=0,
+    type=int,
+    help="Requests allowed in batches not yet ended (0: no limit); a create past it gets 429.",
+)
+@_option(
+    "--error-rate",
+    default=0.0,
+    type=float,
+    help="Share of batch-endpoint calls answered with an error from --error-statuses.",
+)
+@_option(
+    "--error-statuses",
+    default=",".join(str(status) for status in defaults.DEFAULT_ERROR_STATUSES),
+    help="Comma-separated HTTP statuses that --error-rate picks from.",
+)
+@_option("--latency-ms", default=0.0, type=float, help="Delay added to every batch-endpoint call.")
+@_option(
+    "--drop-rate",
+    default=0.0,
+    type=float,
+    help="Share of batch-endpoint calls whose connection is closed without an answer.",
+)
+@_option(
+    "--lost-create-rate",
+    default=0.0,
+    type=float,
+    help="Share of creates that make the batch but whose answer is cut off.",
+)
+@_option(
+    "--transient-404/--no-transient-404",
+    default=False,
+    help="Answer 404 to the first retrieve of each batch.",
+)
+@_option("--seed", default=defaults.DEFAULT_SEED, type=int, help="Seed of the random faults.")
+@_option(
+    "--max-requests",
+    default=defaults.API_MAX_BATCH_REQUESTS,
+    type=int,
+    help="Requests per batch; more gets 413 request_too_large.",
+)
+@_option(
+    "--max-body-bytes",
+    default=defaults.API_MAX_BATCH_BODY_BYTES,
+    type=int,
+    help="Bytes of create body; more gets 413 request_too_large.",
+)
+def emulator(host: str, port: int, **flags: Any) -> None:
+    """Serve a local emulator of Anthropic's Message Batches API.
+
+    Point the SDK at it with base_url="http://HOST:PORT". A succeeded request answers
+    "echo: " + the text of its last user message; the directives [[emulate:errored:TYPE]],
+    [[emulate:errored-once:TYPE]], [[emulate:expired]] and [[emulate:expired-once]] in that
+    text force an outcome. Admin endpoints (no key): GET /_emulator/stats,
+    GET /_emulator/calls, GET|POST /_emulator/config (JSON keys = flag names, plus
+    lost_create_next and fail_next), POST /_emulator/reset.
+    """
+    from batchline.emulator.app import serve
+
+    try:
+        config = EmulatorConfig.from_mapping(flags)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    serve(config, host, port)

@@ -1,0 +1,87 @@
+"""A batch's results as JSONL, one line per request, built and sent a chunk at a time."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from batchline.emulator.batches import Batch
+from batchline.emulator.outcomes import ECHO_PREFIX, ERRORED, EXPIRED, RequestRecord
+from batchline.emulator.wire import derived_id
+
+LINES_PER_CHUNK = 2000
+_CANCELED = {"type": "canceled"}
+_EXPIRED = {"type": "expired"}
+
+
+def succeeded_message(batch_id: str, index: int, record: RequestRecord) -> dict[str, Any]:
+    """The Message a succeeded request gets: its echo, with usage derived from its text."""
+    return {
+        "id": derived_id("msg", batch_id, str(index)),
+        "type": "message",
+        "role": "assistant",
+        "model": record.model,
+        "content": [{"type": "text", "text": ECHO_PREFIX + record.text, "citations": None}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": record.input_tokens,
+            "cache_creation_input_tokens": record.cache_creation_tokens,
+            "cache_read_input_tokens": record.cache_read_tokens,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": record.cache_creation_tokens,
+                "ephemeral_1h_input_tokens": 0,
+            },
+            "output_tokens": record.output_tokens,
+            "service_tier": "batch",
+        },
+    }
+
+
+def result_of(batch_id: str, index: int, record: RequestRecord, canceled: bool) -> dict[str, Any]:
+    if canceled:
+        return _CANCELED
+    if record.outcome == ERRORED:
+        return {
+            "type": "errored",
+            "error": {
+                "type": "error",
+                "error": {"type": record.error_type, "message": record.text},
+                "request_id": derived_id("req", batch_id, str(index)),
+            },
+        }
+    if record.outcome == EXPIRED:
+        return _EXPIRED
+    return {"type": "succeeded", "message": succeeded_message(batch_id, index, record)}
+
+
+def line_order(batch: Batch) -> list[int]:
+    """Not the request order (the API promises none): a shuffle fixed by the batch id."""
+    order = list(range(batch.request_count))
+    random.Random(batch.id).shuffle(order)
+    return order
+
+
+def result_chunks(batch: Batch, lines_per_chunk: int = LINES_PER_CHUNK) -> Iterator[bytes]:
+    """JSONL chunks of whole lines, each line ending in a newline, none blank."""
+    done = batch.done_before_cancel()
+    records = batch.records
+    dumps = orjson.dumps
+    pending: list[bytes] = []
+    for index in line_order(batch):
+        record = records[index]
+        line = {
+            "custom_id": record.custom_id,
+            "result": result_of(batch.id, index, record, index >= done),
+        }
+        pending.append(dumps(line))
+        if len(pending) >= lines_per_chunk:
+            pending.append(b"")
+            yield b"\n".join(pending)
+            pending = []
+    if pending:
+        pending.append(b"")
+        yield b"\n".join(pending)

@@ -1,0 +1,50 @@
+"""Everything one emulator process remembers, in one object the handlers share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from batchline.emulator.batches import BatchStore
+from batchline.emulator.config import EmulatorConfig
+from batchline.emulator.faults import FaultInjector
+from batchline.emulator.ratelimit import RateLimiter
+from batchline.emulator.stats import Stats
+from batchline.emulator.wire import BatchIdFactory
+
+
+@dataclass
+class EmulatorState:
+    """Config, batches, counters and the registries that outlive a single batch."""
+
+    config: EmulatorConfig
+    clock: Callable[[], float] = time.time
+    store: BatchStore = field(default_factory=BatchStore)
+    stats: Stats = field(default_factory=Stats)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    ids: BatchIdFactory = field(default_factory=BatchIdFactory)
+    # Params digests of requests whose "-once" directive has fired.
+    once_seen: set[bytes] = field(default_factory=set)
+    # Prompt prefixes marked with cache_control that have been "written" to the cache.
+    cache_seen: set[bytes] = field(default_factory=set)
+    faults: FaultInjector = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.faults = FaultInjector(self.config)
+
+    def reset(self) -> None:
+        """Forget batches, counters and one-shot faults; keep the configured flags."""
+        self.store = BatchStore()
+        self.stats = Stats()
+        self.limiter.reset()
+        self.once_seen.clear()
+        self.cache_seen.clear()
+        self.config.fail_next.clear()
+        self.config.lost_create_next = 0
+        self.faults.reseed()
+
+
+STATE = web.AppKey("batchline_emulator_state", EmulatorState)
