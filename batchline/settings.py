@@ -65,7 +65,7 @@ class Settings(BaseSettings):
 
     # --- input and chunking ---
     max_batch_requests: int = Field(API_MAX_BATCH_REQUESTS, ge=1, le=API_MAX_BATCH_REQUESTS)
-    max_batch_bytes: int = Field(250 * MiB, ge=1024, le=API_MAX_BATCH_BYTES)
+    max_batch_bytes: int = Field(250_000_000, ge=1024, le=API_MAX_BATCH_BYTES)
     max_request_bytes: int = Field(32 * MiB, ge=256)
     source_dir: Path = Path(".")
     default_model: str | None = None

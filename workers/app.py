@@ -51,6 +51,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "beat_schedule": {
+            "batchline-sweep": {"task": "batchline.sweep", "schedule": settings.sweep_interval_s},
+        },
         "timezone": "UTC",
         "enable_utc": True,
     }

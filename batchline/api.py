@@ -1,0 +1,167 @@
+"""The Message Batches API through the official SDK; HTTP errors become Batchline's errors here."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+from contextlib import contextmanager
+from datetime import datetime
+
+import anthropic
+import httpx2
+from anthropic._decoders.jsonl import JSONLDecoder
+from anthropic.types.messages import MessageBatch
+
+from batchline.errors import (
+    BatchNotFound,
+    OutcomeUnknown,
+    PermanentApiError,
+    RetryableApiError,
+)
+from batchline.settings import Settings
+
+_T = TypeVar("_T")
+BATCHES_PATH = "/v1/messages/batches"
+RESULTS_READ_BYTES = 1024 * 1024
+
+
+def make_client(settings: Settings) -> anthropic.Anthropic:
+    """An SDK client from the SDK's own settings (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL).
+
+    The SDK's own retries sleep inside the calling thread; Batchline retries by
+    rescheduling the task instead, so they are off unless configured.
+    """
+    return anthropic.Anthropic(max_retries=settings.sdk_max_retries, timeout=settings.api_timeout_s)
+
+
+def retry_after_s(headers: httpx2.Headers | None) -> float | None:
+    """Seconds from a retry-after(-ms) header, if any."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _describe(exc: anthropic.APIStatusError) -> str:
+    kind = exc.type or "error"
+    msg = exc.api_message or exc.message
+    return f"HTTP {exc.status_code} {kind}: {msg}"
+
+
+@contextmanager
+def translated(*, create: bool = False) -> Iterator[None]:
+    """Turn SDK exceptions into Batchline's retryable or permanent errors."""
+    try:
+        yield
+    except anthropic.APIStatusError as exc:
+        status = exc.status_code
+        retryable = status in (408, 409, 429) or status >= 500
+        should = exc.response.headers.get("x-should-retry")
+        if should in ("true", "false"):
+            retryable = should == "true"
+        if retryable:
+            raise RetryableApiError(_describe(exc), retry_after_s=retry_after_s(exc.response.headers),
+                                    status=status, error_type=exc.type) from None
+        if status == 404:
+            raise BatchNotFound(_describe(exc), status=status, error_type=exc.type) from None
+        raise PermanentApiError(_describe(exc), status=status, error_type=exc.type) from None
+    except anthropic.APIConnectionError as exc:
+        cls = OutcomeUnknown if create else RetryableApiError
+        raise cls(f"connection failed: {exc.message}") from None
+
+
+class RawLines(JSONLDecoder[_T]):
+    """The results body as raw JSONL lines, read in large chunks (the SDK's decoder reads
+    64-byte pieces and builds a model per line; the pipeline only needs bytes)."""
+
+    def __decode__(self) -> Iterator[_T]:  # type: ignore[override]
+        buf = b""
+        for chunk in self.http_response.iter_bytes(RESULTS_READ_BYTES):
+            buf += chunk
+            lines = buf.split(b"\n")
+            buf = lines.pop()
+            for line in lines:
+                if line.strip():
+                    yield line  # type: ignore[misc]
+        if buf.strip():
+            yield buf  # type: ignore[misc]
+
+
+class StreamedBody:
+    """A create body produced piece by piece; iterable more than once."""
+
+    def __init__(self, make: Callable[[], Iterable[bytes]], size: int):
+        self.make = make
+        self.size = size
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.make())
+
+
+def create(client: anthropic.Anthropic, body: StreamedBody) -> MessageBatch:
+    """POST a batch whose body is streamed (never held whole in memory)."""
+    with translated(create=True):
+        return client.post(
+            BATCHES_PATH,
+            cast_to=MessageBatch,
+            content=body,
+            options={"headers": {"content-type": "application/json",
+                                 "content-length": str(body.size)}},
+        )
+
+
+def retrieve(client: anthropic.Anthropic, batch_id: str) -> MessageBatch:
+    with translated():
+        return client.messages.batches.retrieve(batch_id)
+
+
+def cancel(client: anthropic.Anthropic, batch_id: str) -> MessageBatch:
+    with translated():
+        return client.messages.batches.cancel(batch_id)
+
+
+def list_page(client: anthropic.Anthropic, *, limit: int = 1000,
+              after_id: str | None = None) -> tuple[list[MessageBatch], str | None]:
+    """One page of batches, newest first, and the cursor for the next page (None at the end)."""
+    with translated():
+        page = client.messages.batches.list(
+            limit=limit, **({"after_id": after_id} if after_id else {}))
+        data = list(page.data)
+        nxt = page.last_id if page.has_more and data else None
+        return data, nxt
+
+
+def results_lines(client: anthropic.Anthropic, results_url: str) -> Iterator[bytes]:
+    """A batch's result lines as raw bytes; errors while streaming are translated too."""
+    with translated():
+        decoder = client.get(results_url, cast_to=RawLines[bytes], stream=True,
+                             options={"headers": {"accept": "application/binary"}})
+    try:
+        with translated():
+            yield from decoder
+    finally:
+        decoder.close()
+
+
+def batch_times(batch: MessageBatch) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name in ("created_at", "expires_at", "ended_at"):
+        value: datetime | None = getattr(batch, name, None)
+        if value is not None:
+            out[name] = value.timestamp()
+    return out
+

@@ -1,0 +1,63 @@
+"""Structured logging: one line per state change, with job, batch and custom_id; JSON on request."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import orjson
+
+from batchline.settings import Settings
+
+LOGGER = logging.getLogger("batchline")
+FIELDS = ("job_id", "chunk", "batch_id", "custom_id")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, event, and the record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """`event key=value ...` after the usual time and level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        fields = getattr(record, "fields", {})
+        if fields:
+            base += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        return base
+
+
+def setup(settings: Settings) -> None:
+    """Send Batchline's log lines to stderr, as text or JSON (BATCHLINE_LOG_JSON)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(TextFormatter("[%(asctime)s: %(levelname)s/%(name)s] %(message)s"))
+    LOGGER.handlers[:] = [handler]
+    LOGGER.setLevel(settings.log_level.upper())
+    LOGGER.propagate = False
+
+
+def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one state change: `event(\"batch.created\", job_id=..., batch_id=...)`."""
+    clean = {k: v for k, v in fields.items() if v is not None}
+    LOGGER.log(level, name, extra={"fields": clean})
+
+
+def warning(name: str, **fields: Any) -> None:
+    event(name, logging.WARNING, **fields)

@@ -1,0 +1,77 @@
+"""What every pipeline step gets: settings, state, limiter, the API client and a dispatcher."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anthropic
+
+from batchline import events, logs
+from batchline.limiter import Limiter
+from batchline.settings import Settings
+from batchline.store import Store
+
+
+class Defer(Exception):  # noqa: N818 - a request, not an error
+    """Raised by a step to run its task again after `delay_s` (a countdown, never a sleep)."""
+
+    def __init__(self, delay_s: float, reason: str):
+        super().__init__(reason)
+        self.delay_s = max(0.0, delay_s)
+        self.reason = reason
+
+
+class Dispatcher(Protocol):
+    """Sends the next tasks; implemented on top of Celery by the worker runtime."""
+
+    def send(self, name: str, args: tuple[Any, ...], countdown: float | None = None) -> None: ...
+
+    def send_many(self, name: str, args: Iterable[tuple[Any, ...]]) -> int: ...
+
+    def send_hook(self, name: str, args: tuple[Any, ...], task_id: str,
+                  queue: str | None) -> None: ...
+
+
+@dataclass
+class Context:
+    """One worker process's handles, built once per process."""
+
+    settings: Settings
+    store: Store
+    dispatch: Dispatcher
+    client_factory: Callable[[], anthropic.Anthropic]
+    limiter: Limiter = field(init=False)
+    _client: anthropic.Anthropic | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = Limiter(self.store)
+
+    @property
+    def client(self) -> anthropic.Anthropic:
+        if self._client is None:
+            self._client = self.client_factory()
+        return self._client
+
+    def emit(self, job_id: str, type_: str, **data: Any) -> None:
+        """Append a job event (a failure to do so is logged, never fatal to the step)."""
+        try:
+            events.emit(self.store.r, self.settings.key_prefix, job_id, type_, data,
+                        self.settings.events_retention_s)
+        except Exception:  # noqa: BLE001 - events are best effort next to the state change
+            logs.LOGGER.exception("event.emit_failed", extra={"fields": {"job_id": job_id}})
+
+    def backoff_s(self, step: int, base: float | None = None, cap: float | None = None) -> float:
+        """Exponential backoff with jitter for retries of API calls."""
+        base = self.settings.api_retry_base_s if base is None else base
+        cap = self.settings.api_retry_max_s if cap is None else cap
+        delay = min(cap, base * (2 ** max(0, step)))
+        return delay * (0.5 + random.random() / 2)
+
+    def poll_delay_s(self, step: int) -> float:
+        """The countdown before the next poll: the interval doubling to its cap, with jitter."""
+        s = self.settings
+        delay = min(s.poll_max_interval_s, s.poll_interval_s * (2 ** max(0, step)))
+        return delay * (1 + random.uniform(-s.poll_jitter, s.poll_jitter))

@@ -1,0 +1,221 @@
+"""Creating one chunk's batch at most once: admission, intent, create, reconcile after a crash."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from anthropic.types.messages import MessageBatch
+
+from batchline import api, logs
+from batchline.classify import CANCELED
+from batchline.errors import OutcomeUnknown, PermanentApiError, RateLimited, RetryableApiError
+from batchline.ingest import blob_wire
+from batchline.pipeline.context import Context, Defer
+from batchline.pipeline.terminal import close_chunk
+from batchline.store import Chunk
+from batchline.wire import ErrorInfo
+
+ADMISSION_WAIT_S = 5.0
+LEASE_WAIT_S = 2.0
+CLOCK_SKEW_S = 120.0
+READ_SLICE = 500
+
+
+def chunk_body(ctx: Context, chunk: Chunk) -> api.StreamedBody:
+    """The create body, streamed from Redis a slice of requests at a time."""
+    store = ctx.store
+    requests_key = store.keys(chunk.job_id).requests
+    size = chunk.int("bytes")
+
+    def pieces() -> Iterator[bytes]:
+        sent = 0
+        head = b'{"requests":['
+        yield head
+        sent += len(head)
+        for start in range(0, chunk.count, READ_SLICE):
+            ids = store.chunk_ids(chunk.job_id, chunk.number, start, start + READ_SLICE - 1)
+            blobs = store.r.hmget(requests_key, ids) if ids else []
+            wires = []
+            for api_id, blob in zip(ids, blobs, strict=True):  # type: ignore[arg-type]
+                if blob is None:
+                    raise RuntimeError(f"request {api_id} of {chunk.ref} is missing from Redis")
+                wires.append(blob_wire(blob))
+            piece = (b"," if start else b"") + b",".join(wires)
+            sent += len(piece)
+            yield piece
+        sent += 2
+        if sent != size:
+            raise RuntimeError(f"{chunk.ref}: body is {sent} bytes, expected {size}")
+        yield b"]}"
+
+    return api.StreamedBody(pieces, size)
+
+
+def create_batch(ctx: Context, job_id: str, number: int) -> None:
+    """Create the chunk's batch, or find the one an earlier attempt created, then start polling."""
+    store = ctx.store
+    chunk = store.chunk(job_id, number)
+    if chunk is None:
+        logs.warning("chunk.missing", job_id=job_id, chunk=number)
+        return
+    if chunk.state not in ("pending", "creating"):
+        return  # already created (a redelivery): nothing to do
+    if chunk.state == "pending" and store.cancel_requested(job_id):
+        close_chunk(ctx, chunk, "canceled", CANCELED, from_states=("pending",))
+        return
+    if not ctx.limiter.admit(chunk.ref, chunk.count):
+        store.touch_chunk(job_id, number, waiting="admission")
+        raise Defer(ADMISSION_WAIT_S, "waiting for room in the processing queue")
+    lease = store.fleet.lease(f"create:{chunk.ref}")
+    lease_s = int(ctx.settings.api_timeout_s + 60)
+    if not store.r.set(lease, "1", nx=True, ex=lease_s):
+        raise Defer(LEASE_WAIT_S, "another worker is creating this chunk")
+    try:
+        _create_locked(ctx, chunk)
+    finally:
+        store.r.delete(lease)
+
+
+def _create_locked(ctx: Context, chunk: Chunk) -> None:
+    store = ctx.store
+    attempts = chunk.int("create_attempts")
+    if chunk.state == "creating":
+        found = reconcile(ctx, chunk)
+        if found is not None:
+            record_created(ctx, chunk, found, reconciled=True)
+            return
+    try:
+        ctx.limiter.take("create")
+    except RateLimited as exc:
+        raise Defer(exc.retry_after_s or 1, str(exc)) from None
+    now = store.now()
+    fields = {"last_intent_at": now, "create_attempts": attempts + 1, "waiting": ""}
+    if not chunk.fields.get("intent_at"):
+        fields["intent_at"] = now
+    if not store.transition(chunk.job_id, chunk.number, ("pending", "creating"), "creating",
+                            **fields):
+        return
+    try:
+        batch = api.create(ctx.client, chunk_body(ctx, chunk))
+    except OutcomeUnknown as exc:
+        logs.warning("batch.create_unknown", job_id=chunk.job_id, chunk=chunk.number,
+                     error=str(exc))
+        raise Defer(ctx.backoff_s(attempts), "create outcome unknown; reconcile next") from None
+    except RetryableApiError as exc:
+        if exc.status == 429 and exc.retry_after_s:
+            ctx.limiter.pause(exc.retry_after_s)
+        delay = exc.retry_after_s or ctx.backoff_s(attempts)
+        logs.warning("batch.create_retry", job_id=chunk.job_id, chunk=chunk.number,
+                     error=str(exc), delay_s=round(delay, 2))
+        raise Defer(delay, str(exc)) from None
+    except PermanentApiError as exc:
+        logs.warning("batch.create_failed", job_id=chunk.job_id, chunk=chunk.number,
+                     error=str(exc))
+        error = ErrorInfo(type=exc.error_type or "api_error", message=str(exc))
+        store.touch_chunk(chunk.job_id, chunk.number, error=str(exc))
+        close_chunk(ctx, chunk, "failed", error, from_states=("creating",))
+        return
+    record_created(ctx, chunk, batch, reconciled=False)
+
+
+def _total(batch: MessageBatch) -> int:
+    c = batch.request_counts
+    return c.processing + c.succeeded + c.errored + c.canceled + c.expired
+
+
+def reconcile(ctx: Context, chunk: Chunk) -> MessageBatch | None:
+    """Find the batch an earlier attempt created: same request count, created in the window
+    around the recorded intent, not claimed by another chunk. Extra matches are canceled."""
+    store = ctx.store
+    since = chunk.float("intent_at") - CLOCK_SKEW_S
+    until = chunk.float("last_intent_at", chunk.float("intent_at")) + ctx.settings.api_timeout_s \
+        + CLOCK_SKEW_S
+    candidates: list[MessageBatch] = []
+    cursor: str | None = None
+    while True:
+        try:
+            ctx.limiter.take("list")
+        except RateLimited as exc:
+            raise Defer(exc.retry_after_s or 1, str(exc)) from None
+        try:
+            page, cursor = api.list_page(ctx.client, limit=1000, after_id=cursor)
+        except RetryableApiError as exc:
+            raise Defer(exc.retry_after_s or ctx.backoff_s(1), str(exc)) from None
+        older = False
+        for b in page:
+            created = b.created_at.timestamp()
+            if created < since:
+                older = True
+                break
+            if created <= until and _total(b) == chunk.count:
+                owner = store.r.get(store.fleet.claimed(b.id))
+                if owner is None or owner.decode() == chunk.ref:  # type: ignore[union-attr]
+                    candidates.append(b)
+        if older or cursor is None:
+            break
+    if not candidates:
+        logs.event("batch.reconcile_none", job_id=chunk.job_id, chunk=chunk.number)
+        return None
+    candidates.sort(key=lambda b: b.created_at)
+    keep, extra = candidates[0], candidates[1:]
+    if extra and not _sibling_creating(ctx, chunk):
+        for dup in extra:
+            cancel_duplicate(ctx, chunk, dup.id)
+    logs.event("batch.reconciled", job_id=chunk.job_id, chunk=chunk.number, batch_id=keep.id)
+    return keep
+
+
+def _sibling_creating(ctx: Context, chunk: Chunk) -> bool:
+    """Another chunk of the job with the same size may own an unclaimed match."""
+    return any(
+        c.number != chunk.number and c.state == "creating" and c.count == chunk.count
+        for c in ctx.store.chunks(chunk.job_id)
+    )
+
+
+def cancel_duplicate(ctx: Context, chunk: Chunk, batch_id: str) -> None:
+    """Cancel a second batch made for one chunk, and report it on the job."""
+    store = ctx.store
+    if not store.r.set(store.fleet.claimed(batch_id), f"dup:{chunk.ref}", nx=True,
+                       ex=ctx.settings.retention_s):
+        return
+    try:
+        ctx.limiter.take("cancel")
+        api.cancel(ctx.client, batch_id)
+    except (RetryableApiError, PermanentApiError) as exc:
+        logs.warning("batch.duplicate_cancel_failed", job_id=chunk.job_id, batch_id=batch_id,
+                     error=str(exc))
+    store.r.hincrby(store.keys(chunk.job_id).job, "duplicates_canceled", 1)
+    logs.warning("batch.duplicate_canceled", job_id=chunk.job_id, chunk=chunk.number,
+                 batch_id=batch_id)
+
+
+def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconciled: bool) -> None:
+    """Claim the batch for the chunk, start its poll chain, and tell the job."""
+    store = ctx.store
+    job_id = chunk.job_id
+    claimed = store.r.set(store.fleet.claimed(batch.id), chunk.ref, nx=True,
+                          ex=ctx.settings.retention_s + 86400)
+    if not claimed:
+        owner = store.r.get(store.fleet.claimed(batch.id))
+        if owner is None or owner.decode() != chunk.ref:  # type: ignore[union-attr]
+            raise RuntimeError(f"batch {batch.id} is already claimed by {owner!r}")
+    times = api.batch_times(batch)
+    now = store.now()
+    moved = store.transition(
+        job_id, chunk.number, "creating", "in_progress",
+        batch_id=batch.id, created_at=times.get("created_at", now),
+        expires_at=times.get("expires_at", now + 86400), poll_gen=1, poll_step=0,
+        polled_at=now, status=batch.processing_status,
+    )
+    if not moved:
+        return
+    store.job_transition(job_id, "pending", "running")
+    logs.event("batch.created", job_id=job_id, chunk=chunk.number, batch_id=batch.id,
+               requests=chunk.count, attempt=chunk.attempt, reconciled=reconciled)
+    ctx.emit(job_id, "batch.created", batch_id=batch.id, chunk=chunk.number,
+             requests=chunk.count, attempt=chunk.attempt)
+    if store.cancel_requested(job_id):
+        ctx.dispatch.send("batchline.cancel_batch", (job_id, chunk.number, batch.id))
+    ctx.dispatch.send("batchline.poll_batch", (job_id, chunk.number, batch.id, 1),
+                      countdown=ctx.poll_delay_s(0))

@@ -1,0 +1,216 @@
+"""Streaming a batch's results into Redis, one subtask per custom_id, and recording each once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from batchline import api, logs
+from batchline.classify import MISSING, Outcome, classify_result, decide
+from batchline.errors import RateLimited, RetryableApiError
+from batchline.ingest import blob_header
+from batchline.pipeline.context import Context, Defer
+from batchline.pipeline.terminal import (
+    NO_USAGE,
+    Item,
+    after,
+    finish,
+    make_record,
+    resend_pending_hooks,
+    send_hooks,
+)
+from batchline.pricing import cost_nusd
+from batchline.store import Chunk
+from batchline.wire import dumps, pack, pack_obj, unpack
+
+FANOUT_SLICE = 1000
+MAX_FANOUT_RUNS = 5
+FANOUT_LEASE_S = 600
+
+
+def fan_out_results(ctx: Context, job_id: str, number: int, batch_id: str) -> None:
+    """Stream the results once, store each line once, publish one process_result per line."""
+    store = ctx.store
+    chunk = store.chunk(job_id, number)
+    if chunk is None or chunk.state != "ended":
+        return
+    if chunk.fields.get("fanout_done") == "1":
+        republish_unprocessed(ctx, chunk)
+        return
+    lease = store.fleet.lease(f"fanout:{chunk.ref}")
+    if not store.r.set(lease, "1", nx=True, ex=FANOUT_LEASE_S):
+        raise Defer(5, "another worker is fanning out this batch")
+    try:
+        _fan_out(ctx, chunk)
+    finally:
+        store.r.delete(lease)
+
+
+def _fan_out(ctx: Context, chunk: Chunk) -> None:
+    store = ctx.store
+    runs = chunk.int("fanout_runs") + 1
+    store.touch_chunk(chunk.job_id, chunk.number, fanout_runs=runs)
+    seen = 0
+    url = chunk.fields.get("results_url")
+    if url:
+        try:
+            ctx.limiter.take("results")
+        except RateLimited as exc:
+            raise Defer(exc.retry_after_s or 1, str(exc)) from None
+        pos = chunk.int("fanout_pos")
+        buffer: list[tuple[str, bytes]] = []
+        try:
+            for i, line in enumerate(api.results_lines(ctx.client, url)):
+                seen = i + 1
+                if i < pos:
+                    continue
+                buffer.append((_custom_id(line), line))
+                if len(buffer) >= FANOUT_SLICE:
+                    _publish(ctx, chunk, buffer, seen)
+                    buffer = []
+            _publish(ctx, chunk, buffer, seen)
+        except RetryableApiError as exc:
+            logs.warning("results.interrupted", job_id=chunk.job_id, batch_id=chunk.batch_id,
+                         lines=seen, error=str(exc))
+            raise Defer(ctx.backoff_s(runs), "results stream interrupted; resuming") from None
+    if seen < chunk.count and url and runs < MAX_FANOUT_RUNS:
+        logs.warning("results.short", job_id=chunk.job_id, batch_id=chunk.batch_id, lines=seen,
+                     expected=chunk.count)
+        raise Defer(ctx.backoff_s(runs), "results stream ended early; reading again")
+    store.touch_chunk(chunk.job_id, chunk.number, fanout_done=1, results_seen=seen)
+    logs.event("results.fanned_out", job_id=chunk.job_id, batch_id=chunk.batch_id, lines=seen)
+    _resolve_missing(ctx, chunk)
+
+
+def _custom_id(line: bytes) -> str:
+    try:
+        cid = orjson.loads(line).get("custom_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return cid if isinstance(cid, str) else ""
+
+
+def _publish(ctx: Context, chunk: Chunk, buffer: list[tuple[str, bytes]], position: int) -> None:
+    """Store this slice's lines (first write wins) and publish their subtasks in one batch."""
+    store = ctx.store
+    keys = store.keys(chunk.job_id)
+    ck = keys.chunk(chunk.number)
+    if buffer:
+        pipe = store.r.pipeline(transaction=False)
+        for cid, _ in buffer:
+            pipe.hexists(keys.requests, cid)
+        known = pipe.execute()
+        pipe = store.r.pipeline(transaction=False)
+        publish = []
+        for (cid, line), ok in zip(buffer, known, strict=True):
+            if not ok:
+                logs.warning("results.unknown_custom_id", job_id=chunk.job_id,
+                             batch_id=chunk.batch_id, custom_id=cid[:80] or None)
+                continue
+            pipe.hsetnx(ck.raw, cid, pack(line))
+            publish.append((chunk.job_id, chunk.number, cid))
+        pipe.execute()
+        ctx.dispatch.send_many("batchline.process_result", publish)
+    store.touch_chunk(chunk.job_id, chunk.number, fanout_pos=position)
+
+
+def _resolve_missing(ctx: Context, chunk: Chunk) -> None:
+    """Requests of the batch without a result line (lost batch, short stream) are retried."""
+    store = ctx.store
+    ck = store.keys(chunk.job_id).chunk(chunk.number)
+    missing: list[str] = []
+    for start in range(0, chunk.count, FANOUT_SLICE):
+        ids = store.chunk_ids(chunk.job_id, chunk.number, start, start + FANOUT_SLICE - 1)
+        pipe = store.r.pipeline(transaction=False)
+        for cid in ids:
+            pipe.sismember(ck.done, cid)
+            pipe.hexists(ck.raw, cid)
+        flags = pipe.execute()
+        missing += [cid for i, cid in enumerate(ids) if not flags[2 * i] and not flags[2 * i + 1]]
+    if missing:
+        logs.warning("results.missing", job_id=chunk.job_id, batch_id=chunk.batch_id,
+                     requests=len(missing))
+        for start in range(0, len(missing), FANOUT_SLICE):
+            record_outcomes(ctx, chunk.job_id, chunk.number,
+                            {cid: Outcome("retry", error=MISSING)
+                             for cid in missing[start : start + FANOUT_SLICE]})
+    else:
+        fin = finish(ctx, chunk.job_id, chunk.number, [])
+        after(ctx, chunk.job_id, chunk.number, fin)
+
+
+def republish_unprocessed(ctx: Context, chunk: Chunk) -> int:
+    """Publish process_result again for stored results nobody processed (a lost subtask)."""
+    ck = ctx.store.keys(chunk.job_id).chunk(chunk.number)
+    ids = [k.decode() for k in ctx.store.r.hkeys(ck.raw)]  # type: ignore[union-attr]
+    ctx.dispatch.send_many("batchline.process_result",
+                           [(chunk.job_id, chunk.number, cid) for cid in ids])
+    if not ids:
+        _resolve_missing(ctx, chunk)
+    return len(ids)
+
+
+def process_result(ctx: Context, job_id: str, number: int, api_id: str) -> None:
+    """Classify one stored result and record its outcome exactly once."""
+    store = ctx.store
+    keys = store.keys(job_id)
+    ck = keys.chunk(number)
+    pipe = store.r.pipeline(transaction=False)
+    pipe.hget(ck.raw, api_id)
+    pipe.sismember(keys.hooks_pending, api_id)
+    raw, hook_pending = pipe.execute()
+    if raw is None:
+        if hook_pending:
+            resend_pending_hooks(ctx, job_id, [api_id])
+        return  # processed already (a redelivered subtask)
+    line = orjson.loads(unpack(raw))
+    record_outcomes(ctx, job_id, number, {api_id: classify_result(line.get("result"))})
+
+
+def record_outcomes(ctx: Context, job_id: str, number: int, outcomes: dict[str, Outcome]) -> None:
+    """Apply retry limits and the job's state to outcomes, record them, send hooks."""
+    store = ctx.store
+    keys = store.keys(job_id)
+    opts = store.options(job_id)
+    ids = list(outcomes)
+    pipe = store.r.pipeline(transaction=False)
+    pipe.hget(keys.job, "cancel_requested")
+    pipe.hmget(keys.retries, ids)
+    pipe.hmget(keys.original_ids, ids)
+    pipe.hmget(keys.requests, ids)
+    canceled_flag, retried, originals, blobs = pipe.execute()
+    canceled = canceled_flag == b"1"
+    items: list[Item] = []
+    records: dict[str, dict[str, Any]] = {}
+    for i, api_id in enumerate(ids):
+        attempts = 1 + int(retried[i] or 0)
+        outcome = decide(outcomes[api_id], attempts=attempts, max_attempts=opts.max_attempts,
+                         job_canceled=canceled)
+        if outcome.kind == "retry":
+            items.append(Item(api_id, "retry", dumps(outcome.error)))
+            continue
+        line = blob_header(blobs[i])[0] if blobs[i] else None
+        custom_id = originals[i].decode() if originals[i] else api_id
+        rec = make_record(custom_id, outcome.kind, attempts, line, outcome.message, outcome.error)
+        records[api_id] = rec
+        items.append(Item(api_id, outcome.kind, pack_obj(rec), hook=bool(opts.on_result),
+                          usage=_usage(ctx, outcome)))
+    fin = finish(ctx, job_id, number, items)
+    send_hooks(ctx, job_id, {a: r for a, r in records.items() if a in fin.fresh})
+    after(ctx, job_id, number, fin)
+
+
+def _usage(ctx: Context, outcome: Outcome) -> tuple[int, int, int, int, int]:
+    if outcome.kind != "succeeded" or not outcome.message:
+        return NO_USAGE
+    u = outcome.message.get("usage") or {}
+    model = str(outcome.message.get("model") or "")
+    return (
+        int(u.get("input_tokens") or 0),
+        int(u.get("output_tokens") or 0),
+        int(u.get("cache_creation_input_tokens") or 0),
+        int(u.get("cache_read_input_tokens") or 0),
+        cost_nusd(ctx.settings, model, u),
+    )
+

@@ -1,0 +1,156 @@
+"""Submitting a job: validate every line, store each request once, cut chunks, start creates."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from batchline import logs
+from batchline.errors import JobConflict, JobRefused
+from batchline.ingest import Ingest, fingerprint, job_fields, refuse
+from batchline.pipeline.context import Context, Defer
+from batchline.sources import (
+    Item,
+    UploadStream,
+    fingerprint_objects,
+    iter_lines,
+    iter_objects,
+    resolve_source,
+)
+from batchline.store import JobOptions
+from batchline.wire import SubmitResult
+
+JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+INGEST_LEASE_S = 900
+READ_BLOCK = 1024 * 1024
+
+
+def new_job_id() -> str:
+    return f"job_{uuid.uuid4().hex[:20]}"
+
+
+def upload_key(prefix: str, upload_id: str) -> str:
+    return f"{prefix}:upload:{upload_id}"
+
+
+class Input:
+    """A job's input, readable twice: once to fingerprint it, once to ingest it."""
+
+    def __init__(self, ctx: Context, requests: Any, source: str | None, upload: str | None):
+        given = [x is not None for x in (requests, source, upload)]
+        if sum(given) != 1:
+            raise JobRefused("give exactly one of requests, source or upload")
+        self.ctx = ctx
+        self.requests = requests
+        self.path = resolve_source(source, ctx.settings.source_dir) if source else None
+        self.upload = upload_key(ctx.settings.key_prefix, upload) if upload else None
+        if self.upload and not ctx.store.r.exists(self.upload):
+            raise JobRefused(f"upload {upload!r} not found (expired or already used)")
+
+    def digest(self) -> str:
+        """sha256 of the input's bytes (the same for a file and its upload)."""
+        if self.requests is not None:
+            return fingerprint_objects(self.requests)
+        sha = hashlib.sha256()
+        if self.path is not None:
+            with open(self.path, "rb") as f:
+                while block := f.read(READ_BLOCK):
+                    sha.update(block)
+        else:
+            for segment in self.ctx.store.r.lrange(self.upload, 0, -1):  # type: ignore[arg-type, union-attr]
+                sha.update(zlib.decompress(segment))
+        return sha.hexdigest()
+
+    def items(self) -> Iterator[tuple[int, Item]]:
+        limit = self.ctx.settings.max_request_bytes
+        if self.requests is not None:
+            yield from iter_objects(self.requests)
+        elif self.path is not None:
+            with open(self.path, "rb") as f:
+                yield from iter_lines(f, limit)
+        else:
+            assert self.upload is not None
+            yield from iter_lines(UploadStream(self.ctx.store.r, self.upload), limit)  # type: ignore[arg-type]
+
+
+def _existing(ctx: Context, job_id: str) -> SubmitResult:
+    f = ctx.store.job_fields(job_id)
+    return SubmitResult(job_id=job_id, accepted=int(f.get("accepted", 0)), rejected=[],
+                        existing=True)
+
+
+def submit(ctx: Context, *, job_id: str | None, options: JobOptions, requests: Any = None,
+           source: str | None = None, upload: str | None = None) -> SubmitResult:
+    """Validate and store a job, then start its creates; the same job_id twice is one job."""
+    store, r = ctx.store, ctx.store.r
+    job_id = job_id or new_job_id()
+    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+        raise JobRefused("job_id must be 1-128 characters of letters, digits, . _ : -")
+    if options.max_attempts < 1:
+        raise JobRefused("max_attempts must be at least 1")
+    data = Input(ctx, requests, source, upload)
+    fp = fingerprint(options, data.digest())
+    keys = store.keys(job_id)
+    lease = store.fleet.lease(f"ingest:{job_id}")
+    state, old_fp = (v.decode() if isinstance(v, bytes) else v for v in
+                     store.scripts.claim_job(keys=[keys.job], args=[fp, store.now()]))
+    if state != "new":
+        if old_fp != fp:
+            raise JobConflict(f"job {job_id!r} exists with different content")
+        if state != "ingesting":
+            return _existing(ctx, job_id)
+        if not r.set(lease, "1", nx=True, ex=INGEST_LEASE_S):
+            raise Defer(5, f"job {job_id} is being ingested by another worker")
+        # A worker died mid-ingest: start over from a clean slate.
+        store.delete_job(job_id)
+        store.scripts.claim_job(keys=[keys.job], args=[fp, store.now()])
+    elif not r.set(lease, "1", nx=True, ex=INGEST_LEASE_S):
+        raise Defer(5, f"job {job_id} is being ingested by another worker")
+    try:
+        return _ingest(ctx, job_id, options, data)
+    finally:
+        r.delete(lease)
+
+
+def _ingest(ctx: Context, job_id: str, options: JobOptions, data: Input) -> SubmitResult:
+    store, r = ctx.store, ctx.store.r
+    ingest = Ingest(store, job_id, options)
+    result = ingest.run(data.items())
+    if result.accepted == 0 and result.rejected_count == 0:
+        raise refuse(store, job_id, ingest, "the input has no requests")
+    if result.rejected_count and not options.accept_invalid:
+        raise refuse(store, job_id, ingest,
+                     f"{result.rejected_count} invalid line(s), nothing was sent", result.rejected)
+    if options.max_cost_usd is not None and result.estimated_cost_usd > options.max_cost_usd:
+        raise refuse(store, job_id, ingest,
+                     f"estimated cost ${result.estimated_cost_usd:.4f} exceeds the budget "
+                     f"max_cost_usd=${options.max_cost_usd:.4f}; nothing was sent")
+    if result.rejected:
+        ingest.rejected_records()
+    now = store.now()
+    keys = store.keys(job_id)
+    pipe = r.pipeline(transaction=False)
+    pipe.hset(keys.job, mapping=job_fields(options, result, now))
+    pipe.zadd(store.fleet.jobs, {job_id: now})
+    pipe.sadd(store.fleet.active_jobs, job_id)
+    if data.upload:
+        pipe.delete(data.upload)
+    pipe.execute()
+    logs.event("job.created", job_id=job_id, accepted=result.accepted,
+               rejected=result.rejected_count, chunks=result.chunks)
+    ctx.emit(job_id, "job.created", accepted=result.accepted, rejected=result.rejected_count,
+             batches=result.chunks, metadata=options.metadata)
+    for n in ingest.chunk_numbers:
+        ctx.dispatch.send("batchline.create_batch", (job_id, n))
+    if result.accepted == 0:
+        ctx.dispatch.send("batchline.finalize_job", (job_id,))
+    return SubmitResult(
+        job_id=job_id,
+        accepted=result.accepted,
+        rejected=[e.as_dict() for e in result.rejected],
+        existing=False,
+    )

@@ -1,0 +1,97 @@
+"""The periodic sweep: re-arms whatever went quiet (a lost poll, create, fan-out, plan or hook)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from batchline import logs
+from batchline.pipeline.context import Context
+from batchline.pipeline.retries import flush_pool
+from batchline.pipeline.terminal import resend_pending_hooks
+from batchline.store import Chunk
+
+
+def sweep(ctx: Context) -> dict[str, int]:
+    """One pass over active jobs; at most one pass runs at a time across the fleet."""
+    store = ctx.store
+    s = ctx.settings
+    lock_s = max(1, int(s.sweep_interval_s * 0.8))
+    if not store.r.set(store.fleet.lease("sweep"), "1", nx=True, ex=lock_s):
+        return {}
+    done: Counter[str] = Counter()
+    now = store.now()
+    for raw in store.r.smembers(store.fleet.active_jobs):  # type: ignore[union-attr]
+        job_id = raw.decode()
+        state = store.job_state(job_id)
+        if state is None:
+            store.r.srem(store.fleet.active_jobs, job_id)
+            continue
+        if state == "ingesting":
+            continue
+        for chunk in store.chunks(job_id):
+            action = _rearm(ctx, chunk, now)
+            if action:
+                done[action] += 1
+                logs.warning("sweep.rearmed", job_id=job_id, chunk=chunk.number,
+                             batch_id=chunk.batch_id, action=action, state=chunk.state)
+        done.update(_job_level(ctx, job_id))
+    return dict(done)
+
+
+def _quiet(chunk: Chunk, now: float, stall_s: float) -> bool:
+    last = max(chunk.float("touched_at"), chunk.float("due_at"), chunk.float("polled_at"))
+    return now - last > stall_s
+
+
+def _rearm(ctx: Context, chunk: Chunk, now: float) -> str | None:
+    store = ctx.store
+    if not _quiet(chunk, now, ctx.settings.stall_s):
+        return None
+    job_id, n = chunk.job_id, chunk.number
+    if chunk.state == "pending" or (
+        chunk.state == "creating" and not store.r.exists(store.fleet.lease(f"create:{chunk.ref}"))
+    ):
+        store.touch_chunk(job_id, n)
+        ctx.dispatch.send("batchline.create_batch", (job_id, n))
+        return "create"
+    if chunk.state == "in_progress" and chunk.batch_id:
+        gen = int(store.r.hincrby(store.chunk_keys(job_id, n).meta, "poll_gen", 1))
+        store.touch_chunk(job_id, n, polled_at=now)
+        ctx.dispatch.send("batchline.poll_batch", (job_id, n, chunk.batch_id, gen))
+        return "poll"
+    if chunk.state == "ended":
+        store.touch_chunk(job_id, n)
+        if chunk.int("processed") >= chunk.count:
+            ctx.dispatch.send("batchline.plan_retries", (job_id, n))
+            return "plan"
+        ctx.dispatch.send("batchline.fan_out_results", (job_id, n, chunk.batch_id))
+        return "fan_out"
+    return None
+
+
+def _job_level(ctx: Context, job_id: str) -> Counter[str]:
+    store = ctx.store
+    keys = store.keys(job_id)
+    out: Counter[str] = Counter()
+    f = store.job_fields(job_id)
+    open_chunks = int(f.get("open_chunks") or 0)
+    if open_chunks <= 0 and store.r.llen(keys.retry_pool):
+        out["flush"] += flush_pool(ctx, job_id) or 1
+    remaining = int(f.get("accepted") or 0) - sum(
+        int(f.get(k) or 0) for k in ("succeeded", "failed", "canceled"))
+    if remaining <= 0:
+        ctx.dispatch.send("batchline.finalize_job", (job_id,))
+        out["finalize"] += 1
+    # Hooks recorded but still unsent on two sweeps in a row lost their sender.
+    pending = {m.decode() for m in store.r.smembers(keys.hooks_pending)}  # type: ignore[union-attr]
+    seen_key = f"{keys.hooks_pending}:seen"
+    seen = {m.decode() for m in store.r.smembers(seen_key)}  # type: ignore[union-attr]
+    stale = sorted(pending & seen)
+    if stale:
+        resend_pending_hooks(ctx, job_id, stale)
+        out["hooks"] += len(stale)
+    store.r.delete(seen_key)
+    if pending - set(stale):
+        store.r.sadd(seen_key, *(pending - set(stale)))
+        store.r.expire(seen_key, ctx.settings.retention_s)
+    return out

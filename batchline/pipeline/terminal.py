@@ -1,0 +1,139 @@
+"""Recording terminal states (once per custom_id), sending on_result hooks, closing chunks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from batchline import logs
+from batchline.ingest import blob_header
+from batchline.pipeline.context import Context
+from batchline.store import Chunk
+from batchline.wire import ErrorInfo, pack_obj, unpack_obj
+
+HOOK_NAMESPACE = uuid.UUID("6f0b8a52-4c1e-4f37-9a57-0d1f3c1b7e21")
+NO_USAGE = (0, 0, 0, 0, 0)
+SLICE = 1000
+
+
+def hook_task_id(job_id: str, api_id: str, kind: str) -> str:
+    """A stable task id per hook call, so a receiver can recognise a repeat."""
+    return str(uuid.uuid5(HOOK_NAMESPACE, f"{job_id}/{api_id}/{kind}"))
+
+
+def make_record(custom_id: str, state: str, attempts: int, line: int | None,
+                message: dict[str, Any] | None = None,
+                error: ErrorInfo | None = None) -> dict[str, Any]:
+    rec: dict[str, Any] = {"custom_id": custom_id, "state": state, "attempts": attempts}
+    if message is not None:
+        rec["message"] = message
+    if error is not None:
+        rec["error"] = dict(error)
+    if line is not None:
+        rec["line"] = line
+    return rec
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One request's outcome for the FINISH script."""
+
+    api_id: str
+    kind: str  # succeeded | failed | canceled | retry
+    blob: bytes  # the packed record, or the last error (JSON) for a retry
+    hook: bool = False
+    usage: tuple[int, int, int, int, int] = NO_USAGE
+
+
+@dataclass(frozen=True)
+class Finished:
+    processed: int
+    count: int
+    remaining: int
+    fresh: frozenset[str]
+
+
+def finish(ctx: Context, job_id: str, number: int | str, items: Sequence[Item]) -> Finished:
+    """Record outcomes atomically; an id already recorded for this chunk is skipped."""
+    keys = ctx.store.keys(job_id)
+    ck = keys.chunk(number)
+    args: list[Any] = [len(items)]
+    for it in items:
+        args += [it.api_id, it.kind, it.blob, "1" if it.hook else "0", *it.usage]
+    res = ctx.store.scripts.finish(
+        keys=[keys.job, ck.meta, ck.done, ck.raw, keys.records, ck.retry, keys.hooks_pending,
+              keys.last_errors, keys.requests],
+        args=args,
+    )
+    fresh = frozenset(x.decode() if isinstance(x, bytes) else str(x) for x in res[3:])
+    return Finished(int(res[0]), int(res[1]), int(res[2]), fresh)
+
+
+def send_hooks(ctx: Context, job_id: str, records: dict[str, dict[str, Any]]) -> None:
+    """Send on_result for recorded outcomes, then clear their pending marks."""
+    opts = ctx.store.options(job_id)
+    if not opts.on_result or not records:
+        return
+    for api_id, rec in records.items():
+        ctx.dispatch.send_hook(opts.on_result, (job_id, rec["custom_id"], rec),
+                               hook_task_id(job_id, api_id, "on_result"), opts.hook_queue)
+    ctx.store.r.srem(ctx.store.keys(job_id).hooks_pending, *records)
+
+
+def resend_pending_hooks(ctx: Context, job_id: str, api_ids: Sequence[str]) -> None:
+    """Send hooks whose outcome was recorded but whose sender died before sending."""
+    keys = ctx.store.keys(job_id)
+    if not api_ids:
+        return
+    blobs = ctx.store.r.hmget(keys.records, list(api_ids))
+    records = {a: unpack_obj(b) for a, b in zip(api_ids, blobs, strict=True) if b}  # type: ignore[arg-type]
+    send_hooks(ctx, job_id, records)
+
+
+def after(ctx: Context, job_id: str, number: int, fin: Finished, *, plan: bool = True) -> None:
+    """Schedule what a recorded outcome makes due: retry planning, job completion."""
+    if plan and fin.count and fin.processed >= fin.count:
+        ctx.dispatch.send("batchline.plan_retries", (job_id, number))
+    if fin.remaining <= 0:
+        ctx.dispatch.send("batchline.finalize_job", (job_id,))
+
+
+def request_lines(ctx: Context, job_id: str, api_ids: Sequence[str]) -> dict[str, int]:
+    """Input line of each request still stored."""
+    blobs = ctx.store.r.hmget(ctx.store.keys(job_id).requests, list(api_ids))
+    return {a: blob_header(b)[0] for a, b in zip(api_ids, blobs, strict=True) if b}  # type: ignore[arg-type]
+
+
+def close_chunk(ctx: Context, chunk: Chunk, state: str, error: ErrorInfo,
+                from_states: tuple[str, ...]) -> None:
+    """End every request of a chunk that never ran (create failed, job canceled) as `state`."""
+    store = ctx.store
+    job_id = chunk.job_id
+    opts = store.options(job_id)
+    retries_key = store.keys(job_id).retries
+    remaining = 1
+    for start in range(0, chunk.count, SLICE):
+        ids = store.chunk_ids(job_id, chunk.number, start, start + SLICE - 1)
+        if not ids:
+            break
+        originals = store.original_ids(job_id, ids)
+        lines = request_lines(ctx, job_id, ids)
+        retries = store.r.hmget(retries_key, ids)
+        records: dict[str, dict[str, Any]] = {}
+        items = []
+        for api_id, retried in zip(ids, retries, strict=True):  # type: ignore[arg-type]
+            rec = make_record(originals.get(api_id, api_id), state, 1 + int(retried or 0),
+                              lines.get(api_id), error=error)
+            records[api_id] = rec
+            items.append(Item(api_id, state, pack_obj(rec), hook=bool(opts.on_result)))
+        fin = finish(ctx, job_id, chunk.number, items)
+        send_hooks(ctx, job_id, {a: r for a, r in records.items() if a in fin.fresh})
+        remaining = fin.remaining
+    store.transition(job_id, chunk.number, from_states, state, close=True)
+    ctx.limiter.release(chunk.ref)
+    logs.event(f"chunk.{state}", job_id=job_id, chunk=chunk.number, requests=chunk.count,
+               reason=error["message"])
+    if remaining <= 0:
+        ctx.dispatch.send("batchline.finalize_job", (job_id,))

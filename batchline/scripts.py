@@ -1,0 +1,218 @@
+"""Lua scripts that make each state change in Redis atomic, so a redelivered task is a no-op."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+# Create a job record if the id is new; otherwise report the existing state and fingerprint.
+CLAIM_JOB = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if st then
+  return {st, redis.call('HGET', KEYS[1], 'fingerprint') or ''}
+end
+redis.call('HSET', KEYS[1], 'state', 'ingesting', 'fingerprint', ARGV[1], 'created_at', ARGV[2])
+return {'new', ARGV[1]}
+"""
+
+# Compare-and-set a chunk's state. ARGV: allowed current states (comma separated), new
+# state, 1 when the new state closes the chunk (the job's open_chunks count drops), then
+# field/value pairs to set. Returns 1, or the current state when it did not match.
+TRANSITION = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return 'missing' end
+local ok = false
+for s in string.gmatch(ARGV[1], '[^,]+') do
+  if s == cur then ok = true end
+end
+if not ok then return cur end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+if #ARGV > 3 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+end
+if ARGV[3] == '1' then
+  redis.call('HINCRBY', KEYS[2], 'open_chunks', -1)
+end
+return 1
+"""
+
+# Record results, each at most once per chunk. KEYS: job, chunk meta, chunk done set,
+# chunk raw results, records, chunk retry list, hooks pending, last errors, requests.
+# ARGV: n, then per item 9 values: api id, outcome (succeeded|failed|canceled|retry),
+# record or error blob, hook flag, input, output, cache-write, cache-read tokens, cost (nUSD).
+# Returns {processed in chunk, chunk count, remaining in job, fresh items...}.
+FINISH = """
+local n = tonumber(ARGV[1])
+local fresh = {}
+local job_incr = {succeeded = 0, failed = 0, canceled = 0}
+local usage = {0, 0, 0, 0, 0}
+local has_meta = redis.call('EXISTS', KEYS[2]) == 1
+for i = 0, n - 1 do
+  local b = 2 + i * 9
+  local id, outcome = ARGV[b], ARGV[b + 1]
+  if redis.call('SADD', KEYS[3], id) == 1 then
+    fresh[#fresh + 1] = id
+    redis.call('HDEL', KEYS[4], id)
+    if outcome == 'retry' then
+      redis.call('RPUSH', KEYS[6], id)
+      redis.call('HSET', KEYS[8], id, ARGV[b + 2])
+    else
+      redis.call('HSET', KEYS[5], id, ARGV[b + 2])
+      redis.call('HDEL', KEYS[9], id)
+      redis.call('HDEL', KEYS[8], id)
+      job_incr[outcome] = job_incr[outcome] + 1
+      if ARGV[b + 3] == '1' then redis.call('SADD', KEYS[7], id) end
+      for u = 1, 5 do usage[u] = usage[u] + tonumber(ARGV[b + 3 + u]) end
+    end
+  end
+end
+for k, v in pairs(job_incr) do
+  if v > 0 then redis.call('HINCRBY', KEYS[1], k, v) end
+end
+local names = {'input_tokens', 'output_tokens', 'cache_creation_input_tokens',
+               'cache_read_input_tokens', 'cost_nusd'}
+for u = 1, 5 do
+  if usage[u] > 0 then redis.call('HINCRBY', KEYS[1], names[u], usage[u]) end
+end
+local processed, count = 0, 0
+if has_meta and #fresh > 0 then
+  processed = redis.call('HINCRBY', KEYS[2], 'processed', #fresh)
+else
+  processed = tonumber(redis.call('HGET', KEYS[2], 'processed') or '0')
+end
+count = tonumber(redis.call('HGET', KEYS[2], 'count') or '0')
+local h = redis.call('HMGET', KEYS[1], 'accepted', 'succeeded', 'failed', 'canceled')
+local remaining = tonumber(h[1] or '0') - tonumber(h[2] or '0') - tonumber(h[3] or '0')
+  - tonumber(h[4] or '0')
+local out = {processed, count, remaining}
+for _, id in ipairs(fresh) do out[#out + 1] = id end
+return out
+"""
+
+# Move an ended chunk's retryable requests to the job's pool and close the chunk.
+# KEYS: chunk meta, chunk retry list, job, pool. Returns {moved?, open chunks, pool length}.
+PLAN = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if st ~= 'ended' then
+  return {0, tonumber(redis.call('HGET', KEYS[3], 'open_chunks') or '0'), redis.call('LLEN', KEYS[4])}
+end
+local processed = tonumber(redis.call('HGET', KEYS[1], 'processed') or '0')
+local count = tonumber(redis.call('HGET', KEYS[1], 'count') or '0')
+if processed < count then
+  return {-1, tonumber(redis.call('HGET', KEYS[3], 'open_chunks') or '0'), redis.call('LLEN', KEYS[4])}
+end
+while true do
+  local id = redis.call('LMOVE', KEYS[2], KEYS[4], 'LEFT', 'RIGHT')
+  if not id then break end
+end
+redis.call('HSET', KEYS[1], 'state', 'done', 'touched_at', ARGV[1])
+local open = redis.call('HINCRBY', KEYS[3], 'open_chunks', -1)
+return {1, open, redis.call('LLEN', KEYS[4])}
+"""
+
+# Take the first n ids of the pool into a new retry chunk, if the pool still starts with
+# them. KEYS: job, pool, chunk list, retries hash, new chunk meta, new chunk ids.
+# ARGV: n, first id, last id, chunk number, body bytes, now. Returns the attempt or 0.
+MAKE_RETRY_CHUNK = """
+local n = tonumber(ARGV[1])
+if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] or redis.call('LINDEX', KEYS[2], n - 1) ~= ARGV[3] then
+  return 0
+end
+local attempt = 0
+for i = 1, n do
+  local id = redis.call('LPOP', KEYS[2])
+  redis.call('RPUSH', KEYS[6], id)
+  local r = redis.call('HINCRBY', KEYS[4], id, 1)
+  if r + 1 > attempt then attempt = r + 1 end
+end
+redis.call('HSET', KEYS[5], 'state', 'pending', 'attempt', attempt, 'count', n, 'bytes', ARGV[5],
+  'processed', 0, 'made_at', ARGV[6], 'touched_at', ARGV[6], 'kind', 'retry')
+redis.call('RPUSH', KEYS[3], ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'open_chunks', 1)
+redis.call('HINCRBY', KEYS[1], 'retried', n)
+return attempt
+"""
+
+# Mark a job completed (or canceled) once nothing remains. KEYS: job, active jobs set.
+# ARGV: now, job id, 1 when an on_complete hook must be sent. Returns the final state, or
+# '' when already final, or 'running' when requests remain.
+FINALIZE = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'completed' or st == 'canceled' then return '' end
+local h = redis.call('HMGET', KEYS[1], 'accepted', 'succeeded', 'failed', 'canceled')
+local remaining = tonumber(h[1] or '0') - tonumber(h[2] or '0') - tonumber(h[3] or '0')
+  - tonumber(h[4] or '0')
+if remaining > 0 then return 'running' end
+local final = 'completed'
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then final = 'canceled' end
+redis.call('HSET', KEYS[1], 'state', final, 'ended_at', ARGV[1], 'complete_hook_pending', ARGV[3])
+redis.call('SREM', KEYS[2], ARGV[2])
+return final
+"""
+
+# Fleet-wide sliding one-minute window. KEYS: calls zset, pause key. ARGV: limit,
+# window ms, unique member. Returns 0 when a token was taken, else ms to wait.
+ACQUIRE = """
+local pause = redis.call('PTTL', KEYS[2])
+if pause > 0 then return pause end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now + 1)
+"""
+
+# Extend the fleet-wide pause to at least ARGV[1] ms. KEYS: pause key.
+PAUSE = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# Admission control: a chunk may be created when it is first in line and its requests fit
+# under the cap. KEYS: waiting list, held hash. ARGV: chunk ref, requests, cap.
+ADMIT = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 1 end
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then redis.call('RPUSH', KEYS[1], ARGV[1]) end
+if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return 0 end
+local held = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do held = held + tonumber(v) end
+if held > 0 and held + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return 0 end
+redis.call('LPOP', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+
+SOURCES = {
+    "claim_job": CLAIM_JOB,
+    "transition": TRANSITION,
+    "finish": FINISH,
+    "plan": PLAN,
+    "make_retry_chunk": MAKE_RETRY_CHUNK,
+    "finalize": FINALIZE,
+    "acquire": ACQUIRE,
+    "pause": PAUSE,
+    "admit": ADMIT,
+}
+
+
+class Scripts:
+    """The scripts registered on one Redis client (EVALSHA, reloaded after a restart)."""
+
+    def __init__(self, r: redis.Redis):
+        self._scripts = {name: r.register_script(src) for name, src in SOURCES.items()}
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._scripts[name]
+        except KeyError:
+            raise AttributeError(name) from None

@@ -1,0 +1,133 @@
+"""Where a job's lines come from: a JSONL file under the allowed directory, an upload, a list."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+import redis
+
+from batchline.errors import JobRefused
+
+SEGMENT_BYTES = 4 * 1024 * 1024
+READ_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Oversized:
+    """A line longer than the per-request limit; only its size is kept."""
+
+    size: int
+
+
+Item = bytes | Oversized | Any  # raw JSONL line, oversized marker, or an already parsed object
+
+
+def resolve_source(path: str, source_dir: Path) -> Path:
+    """The file a `source` names, refused when it lies outside the allowed directory."""
+    root = source_dir.resolve()
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        candidate = root / candidate
+    resolved = candidate.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise JobRefused(f"source {path!r} is outside the allowed directory {str(root)!r}")
+    if not resolved.is_file():
+        raise JobRefused(f"source {path!r} is not a readable file")
+    return resolved
+
+
+def iter_lines(stream: BinaryIO, max_bytes: int) -> Iterator[tuple[int, Item]]:
+    """(line number, line) for every non-blank line; lines over max_bytes become Oversized."""
+    number = 0
+    while True:
+        line = stream.readline(max_bytes + 2)
+        if not line:
+            return
+        number += 1
+        if len(line) > max_bytes + 1 or (len(line) == max_bytes + 1 and not line.endswith(b"\n")):
+            size = len(line)
+            while not line.endswith(b"\n"):
+                line = stream.readline(READ_BYTES)
+                if not line:
+                    break
+                size += len(line)
+            yield number, Oversized(size - (1 if line.endswith(b"\n") else 0))
+            continue
+        stripped = line.strip()
+        if stripped:
+            yield number, stripped
+
+
+class UploadStream:
+    """Reads an uploaded JSONL (compressed segments in a Redis list) as one binary stream."""
+
+    def __init__(self, r: redis.Redis, key: str):
+        self.r = r
+        self.key = key
+        self.index = 0
+        self.buffer = b""
+        self.pos = 0
+
+    def _fill(self) -> bool:
+        segment = self.r.lindex(self.key, self.index)
+        if segment is None:
+            return False
+        self.index += 1
+        self.buffer = self.buffer[self.pos :] + zlib.decompress(segment)  # type: ignore[arg-type]
+        self.pos = 0
+        return True
+
+    def readline(self, limit: int = -1) -> bytes:
+        while True:
+            end = self.buffer.find(b"\n", self.pos)
+            available = len(self.buffer) - self.pos
+            if end >= 0 and (limit < 0 or end - self.pos + 1 <= limit):
+                line = self.buffer[self.pos : end + 1]
+                self.pos = end + 1
+                return line
+            if limit >= 0 and available >= limit:
+                line = self.buffer[self.pos : self.pos + limit]
+                self.pos += limit
+                return line
+            if not self._fill():
+                line = self.buffer[self.pos :]
+                self.pos = len(self.buffer)
+                return line
+
+
+def upload_segments(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """Group JSONL lines into compressed segments of about SEGMENT_BYTES."""
+    buf: list[bytes] = []
+    size = 0
+    for line in lines:
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        buf.append(line)
+        size += len(line)
+        if size >= SEGMENT_BYTES:
+            yield zlib.compress(b"".join(buf), 1)
+            buf, size = [], 0
+    if buf:
+        yield zlib.compress(b"".join(buf), 1)
+
+
+def iter_objects(requests: list[Any]) -> Iterator[tuple[int, Item]]:
+    """(line number, object) for a list of requests given inline."""
+    if not isinstance(requests, list):
+        raise JobRefused("requests must be a list")
+    for i, obj in enumerate(requests, start=1):
+        yield i, obj
+
+
+def fingerprint_objects(requests: list[Any]) -> str:
+    sha = hashlib.sha256()
+    for obj in requests:
+        sha.update(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS))
+        sha.update(b"\n")
+    return sha.hexdigest()

@@ -1,0 +1,273 @@
+"""Job state in Redis: jobs, chunks, result records and counters, changed only through scripts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from batchline.errors import JobNotFound
+from batchline.keys import ChunkKeys, FleetKeys, JobKeys
+from batchline.scripts import Scripts
+from batchline.settings import Settings
+from batchline.wire import dumps, loads, unpack_obj
+
+OPEN_CHUNK_STATES = ("pending", "creating", "in_progress", "ended")
+CLOSED_CHUNK_STATES = ("done", "failed", "canceled")
+FINAL_JOB_STATES = ("completed", "canceled")
+
+# Job hash fields that hold integers.
+JOB_COUNTERS = (
+    "total", "accepted", "rejected", "succeeded", "failed", "canceled", "retried", "cache_hits",
+    "deduplicated", "input_tokens", "output_tokens", "cache_creation_input_tokens",
+    "cache_read_input_tokens", "cost_nusd", "open_chunks", "chunk_seq", "duplicates_canceled",
+)
+CHUNK_INTS = ("attempt", "count", "bytes", "processed", "poll_gen", "poll_step", "fanout_pos",
+              "results_seen", "fanout_runs")
+CHUNK_FLOATS = ("made_at", "touched_at", "intent_at", "created_at", "ended_at", "polled_at",
+                "expires_at")
+
+
+def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+@dataclass
+class JobOptions:
+    """What a job was submitted with, besides its requests (immutable after submit)."""
+
+    defaults: dict[str, Any] = field(default_factory=dict)
+    on_result: str | None = None
+    on_complete: str | None = None
+    hook_queue: str | None = None
+    max_attempts: int = 3
+    metadata: Any = None
+    accept_invalid: bool = False
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    result_events: bool = False
+    max_cost_usd: float | None = None
+    cache: bool = False
+    cache_scope: str = "global"
+
+    def canonical(self) -> bytes:
+        """The options that define the job's content, for its fingerprint."""
+        return dumps({
+            "defaults": self.defaults, "on_result": self.on_result,
+            "on_complete": self.on_complete, "max_attempts": self.max_attempts,
+            "metadata": self.metadata, "accept_invalid": self.accept_invalid,
+            "max_cost_usd": self.max_cost_usd, "cache": self.cache,
+            "cache_scope": self.cache_scope,
+        })
+
+    def to_json(self) -> bytes:
+        return dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> JobOptions:
+        return cls(**loads(data))
+
+
+@dataclass
+class Chunk:
+    """One chunk's metadata, decoded."""
+
+    job_id: str
+    number: int
+    state: str
+    fields: dict[str, str]
+
+    def int(self, name: str, default: int = 0) -> int:
+        v = self.fields.get(name)
+        return int(v) if v not in (None, "") else default
+
+    def float(self, name: str, default: float = 0.0) -> float:
+        v = self.fields.get(name)
+        return float(v) if v not in (None, "") else default
+
+    @property
+    def batch_id(self) -> str | None:
+        return self.fields.get("batch_id") or None
+
+    @property
+    def count(self) -> int:
+        return self.int("count")
+
+    @property
+    def attempt(self) -> int:
+        return self.int("attempt", 1)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.job_id}:{self.number}"
+
+
+class Store:
+    """All reads and writes of Batchline's state in Redis."""
+
+    def __init__(self, r: redis.Redis, settings: Settings):
+        self.r = r
+        self.settings = settings
+        self.scripts = Scripts(r)
+        self.fleet = FleetKeys(settings.key_prefix)
+        self._options: dict[str, JobOptions] = {}
+
+    @staticmethod
+    def now() -> float:
+        return time.time()
+
+    def keys(self, job_id: str) -> JobKeys:
+        return JobKeys(self.settings.key_prefix, job_id)
+
+    def chunk_keys(self, job_id: str, number: int) -> ChunkKeys:
+        return self.keys(job_id).chunk(number)
+
+    # --- jobs ---
+
+    def job_fields(self, job_id: str) -> dict[str, str]:
+        raw = self.r.hgetall(self.keys(job_id).job)
+        if not raw:
+            raise JobNotFound(f"no job {job_id!r}")
+        return _decode(raw)  # type: ignore[arg-type]
+
+    def job_state(self, job_id: str) -> str | None:
+        st = self.r.hget(self.keys(job_id).job, "state")
+        return st.decode() if st else None  # type: ignore[union-attr]
+
+    def options(self, job_id: str) -> JobOptions:
+        """The job's options, cached per process (they never change after submit)."""
+        opts = self._options.get(job_id)
+        if opts is None:
+            raw = self.r.hget(self.keys(job_id).job, "options")
+            if raw is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            opts = JobOptions.from_json(raw)  # type: ignore[arg-type]
+            if len(self._options) > 1000:
+                self._options.clear()
+            self._options[job_id] = opts
+        return opts
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.r.hget(self.keys(job_id).job, "cancel_requested") == b"1"
+
+    def chunk_numbers(self, job_id: str) -> list[int]:
+        return [int(n) for n in self.r.lrange(self.keys(job_id).chunks, 0, -1)]  # type: ignore[union-attr]
+
+    # --- chunks ---
+
+    def chunk(self, job_id: str, number: int) -> Chunk | None:
+        raw = self.r.hgetall(self.chunk_keys(job_id, number).meta)
+        if not raw:
+            return None
+        fields = _decode(raw)  # type: ignore[arg-type]
+        return Chunk(job_id, number, fields.get("state", ""), fields)
+
+    def chunks(self, job_id: str) -> list[Chunk]:
+        numbers = self.chunk_numbers(job_id)
+        pipe = self.r.pipeline(transaction=False)
+        for n in numbers:
+            pipe.hgetall(self.chunk_keys(job_id, n).meta)
+        out = []
+        for n, raw in zip(numbers, pipe.execute(), strict=True):
+            if raw:
+                fields = _decode(raw)
+                out.append(Chunk(job_id, n, fields.get("state", ""), fields))
+        return out
+
+    def transition(self, job_id: str, number: int, from_states: tuple[str, ...] | str,
+                   to_state: str, *, close: bool = False, **fields: Any) -> bool:
+        """Move a chunk from one of from_states to to_state; False if it was elsewhere."""
+        if isinstance(from_states, str):
+            from_states = (from_states,)
+        flat: list[Any] = []
+        for k, v in fields.items():
+            flat += [k, v]
+        if "touched_at" not in fields:
+            flat += ["touched_at", self.now()]
+        res = self.scripts.transition(
+            keys=[self.chunk_keys(job_id, number).meta, self.keys(job_id).job],
+            args=[",".join(from_states), to_state, "1" if close else "0", *flat],
+        )
+        return bool(res == 1)
+
+    def job_transition(self, job_id: str, from_state: str, to_state: str) -> bool:
+        """Move the job from from_state to to_state; False if it was in another state."""
+        job = self.keys(job_id).job
+        return bool(self.scripts.transition(keys=[job, job], args=[from_state, to_state, "0"]) == 1)
+
+    def touch_chunk(self, job_id: str, number: int, **fields: Any) -> None:
+        self.r.hset(self.chunk_keys(job_id, number).meta,
+                    mapping={"touched_at": self.now(), **fields})
+
+    def chunk_ids(self, job_id: str, number: int, start: int = 0, end: int = -1) -> list[str]:
+        ids = self.r.lrange(self.chunk_keys(job_id, number).ids, start, end)
+        return [i.decode() for i in ids]  # type: ignore[union-attr]
+
+    # --- records ---
+
+    def original_ids(self, job_id: str, api_ids: list[str]) -> dict[str, str]:
+        if not api_ids:
+            return {}
+        vals = self.r.hmget(self.keys(job_id).original_ids, api_ids)
+        return {a: v.decode() for a, v in zip(api_ids, vals, strict=True) if v}  # type: ignore[union-attr]
+
+    def record(self, job_id: str, api_id: str) -> dict[str, Any] | None:
+        raw = self.r.hget(self.keys(job_id).records, api_id)
+        return unpack_obj(raw) if raw else None  # type: ignore[arg-type]
+
+    def iter_records(self, job_id: str, ordered: bool = False) -> Iterator[dict[str, Any]]:
+        """Every terminal record of the job; in input order when ordered."""
+        keys = self.keys(job_id)
+        if not ordered:
+            for _, raw in self.r.hscan_iter(keys.records, count=1000):
+                yield unpack_obj(raw)
+            return
+        rejected: list[dict[str, Any]] = []
+        for name, raw in self.r.hscan_iter(keys.records, match="!*", count=1000):
+            rejected.append(unpack_obj(raw))
+        rejected.sort(key=lambda rec: rec.get("line", 0))
+        ri = 0
+        for chunk in self.chunks(job_id):
+            if chunk.fields.get("kind") == "retry":
+                continue
+            ids = self.chunk_ids(job_id, chunk.number)
+            for start in range(0, len(ids), 1000):
+                part = ids[start : start + 1000]
+                for raw in self.r.hmget(keys.records, part):  # type: ignore[union-attr]
+                    if raw is None:
+                        continue
+                    rec = unpack_obj(raw)
+                    while ri < len(rejected) and rejected[ri].get("line", 0) < rec.get("line", 0):
+                        yield rejected[ri]
+                        ri += 1
+                    yield rec
+        yield from rejected[ri:]
+
+    # --- retention ---
+
+    def expire_job(self, job_id: str, seconds: int) -> None:
+        """Let every key of the job expire `seconds` from now."""
+        keys = self.keys(job_id)
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys.static_keys():
+            pipe.expire(key, seconds)
+        for n in self.chunk_numbers(job_id):
+            for key in keys.chunk(n).all():
+                pipe.expire(key, seconds)
+        pipe.execute()
+
+    def delete_job(self, job_id: str, chunk_count: int | None = None) -> None:
+        keys = self.keys(job_id)
+        numbers = self.chunk_numbers(job_id)
+        if chunk_count is not None:
+            numbers = sorted(set(numbers) | set(range(chunk_count)))
+        doomed = list(keys.static_keys())
+        for n in numbers:
+            doomed += keys.chunk(n).all()
+        for start in range(0, len(doomed), 500):
+            self.r.delete(*doomed[start : start + 500])
+        self.r.zrem(self.fleet.jobs, job_id)
+        self.r.srem(self.fleet.active_jobs, job_id)

@@ -1,0 +1,242 @@
+"""Input validation: one JSONL line or dict in, one ready-to-send batch request (or a reason) out."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+import orjson
+from anthropic._constants import ANTHROPIC_API_VERSION
+from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
+
+from batchline.errors import JobRefused, LineError
+from batchline.sources import Oversized
+
+API_CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAPPED_PREFIX = "bl-"
+
+# The Messages API parameters the installed SDK knows; anything else is refused per line,
+# because the API would answer it with an invalid_request_error after the batch ran.
+KNOWN_PARAMS: frozenset[str] = frozenset(get_type_hints(MessageCreateParamsNonStreaming)) - {
+    "stream",
+    "workspace_id",
+    "user_profile_id",
+}
+# Refused under the API version the SDK sends (2026-10-21 and later).
+SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
+SAMPLING_REFUSED = ANTHROPIC_API_VERSION >= "2026-10-21"
+
+# Keys a "simple" line may carry besides the params it may set directly.
+SIMPLE_KEYS = frozenset({"custom_id", "prompt", "messages"})
+NATIVE_KEYS = frozenset({"custom_id", "params"})
+ROLES = frozenset({"user", "assistant"})
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One validated request, ready to send."""
+
+    line: int
+    custom_id: str  # as the user wrote it
+    api_id: str  # as the API sees it (equal unless the user's id is not valid there)
+    wire: bytes  # {"custom_id": api_id, "params": {...}} as JSON
+    params_key: str  # content address of the params (model included)
+    model: str
+    max_tokens: int
+    prompt_chars: int
+
+    @property
+    def mapped(self) -> bool:
+        return self.api_id != self.custom_id
+
+
+class InvalidLine(Exception):
+    """One line's reason for refusal (internal: becomes a LineError)."""
+
+
+def api_custom_id(custom_id: str) -> str:
+    """The id the API will see: the user's own when valid, else a stable hash of it."""
+    if API_CUSTOM_ID.match(custom_id):
+        return custom_id
+    return MAPPED_PREFIX + hashlib.sha256(custom_id.encode()).hexdigest()[:40]
+
+
+def check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate job defaults (model, max_tokens, system, other params); return a copy."""
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, Mapping):
+        raise JobRefused("defaults must be a JSON object")
+    unknown = sorted(set(defaults) - KNOWN_PARAMS - {"messages"})
+    if unknown:
+        raise JobRefused(f"unknown field(s) in defaults: {', '.join(unknown)}")
+    return dict(defaults)
+
+
+def _text_chars(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(len(b.get("text", "")) for b in content if isinstance(b, dict))
+    return 0
+
+
+def _check_messages(messages: Any) -> int:
+    if not isinstance(messages, list):
+        raise InvalidLine("messages must be a list")
+    if not messages:
+        raise InvalidLine("messages is empty")
+    chars = 0
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise InvalidLine(f"messages[{i}] must be an object")
+        if m.get("role") not in ROLES:
+            raise InvalidLine(f"messages[{i}].role must be 'user' or 'assistant'")
+        content = m.get("content")
+        if isinstance(content, str):
+            if not content:
+                raise InvalidLine(f"messages[{i}].content is empty")
+        elif isinstance(content, list):
+            if not content or not all(isinstance(b, dict) and "type" in b for b in content):
+                raise InvalidLine(f"messages[{i}].content must be a non-empty list of blocks")
+        else:
+            raise InvalidLine(f"messages[{i}].content must be a string or a list of blocks")
+        chars += _text_chars(content)
+    if messages[0].get("role") != "user":
+        raise InvalidLine("the first message must have role 'user'")
+    return chars
+
+
+def _check_params(params: dict[str, Any]) -> tuple[str, int, int]:
+    if params.get("stream"):
+        raise InvalidLine("stream: true is not allowed in a batch")
+    params.pop("stream", None)
+    sampling = [k for k in SAMPLING_PARAMS if k in params]
+    if sampling and SAMPLING_REFUSED:
+        raise InvalidLine(
+            f"{', '.join(sampling)} not accepted under anthropic-version {ANTHROPIC_API_VERSION}"
+        )
+    unknown = sorted(set(params) - KNOWN_PARAMS - set(SAMPLING_PARAMS))
+    if unknown:
+        raise InvalidLine(f"unknown field(s) in params: {', '.join(unknown)}")
+    model = params.get("model")
+    if model is None:
+        raise InvalidLine("missing model (set it on the line or as a job default)")
+    if not isinstance(model, str) or not model:
+        raise InvalidLine("model must be a non-empty string")
+    max_tokens = params.get("max_tokens")
+    if max_tokens is None:
+        raise InvalidLine("missing max_tokens (set it on the line or as a job default)")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise InvalidLine("max_tokens must be an integer of at least 1")
+    if "messages" not in params:
+        raise InvalidLine("missing messages (or prompt)")
+    chars = _check_messages(params["messages"])
+    system = params.get("system")
+    if system is not None and not isinstance(system, (str, list)):
+        raise InvalidLine("system must be a string or a list of blocks")
+    chars += _text_chars(system)
+    return model, max_tokens, chars
+
+
+def build_params(obj: Any, defaults: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """Split one input object into (custom_id or None, params merged with defaults)."""
+    if not isinstance(obj, dict):
+        raise InvalidLine("a line must be a JSON object")
+    custom_id = obj.get("custom_id")
+    if custom_id is not None and (not isinstance(custom_id, str) or not custom_id):
+        raise InvalidLine("custom_id must be a non-empty string")
+    if "params" in obj:
+        extra = sorted(set(obj) - NATIVE_KEYS)
+        if extra:
+            raise InvalidLine(f"unknown field(s) beside params: {', '.join(extra)}")
+        if not isinstance(obj["params"], dict):
+            raise InvalidLine("params must be an object")
+        params = {**defaults, **obj["params"]}
+    else:
+        has_prompt, has_messages = "prompt" in obj, "messages" in obj
+        if has_prompt == has_messages:
+            raise InvalidLine("a line needs exactly one of params, prompt or messages")
+        params = {**defaults}
+        for key, value in obj.items():
+            if key in ("custom_id", "prompt"):
+                continue
+            if key not in KNOWN_PARAMS and key not in SAMPLING_PARAMS:
+                raise InvalidLine(f"unknown field: {key}")
+            params[key] = value
+        if has_prompt:
+            prompt = obj["prompt"]
+            if not isinstance(prompt, str) or not prompt:
+                raise InvalidLine("prompt must be a non-empty string")
+            params["messages"] = [{"role": "user", "content": prompt}]
+    return custom_id, params
+
+
+def validate_one(obj: Any, line: int, defaults: Mapping[str, Any], max_bytes: int) -> Request:
+    """Validate one parsed input object; raise InvalidLine with the reason."""
+    custom_id, params = build_params(obj, defaults)
+    model, max_tokens, chars = _check_params(params)
+    if custom_id is None:
+        custom_id = f"line-{line}"
+    api_id = api_custom_id(custom_id)
+    params_json = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+    wire = b'{"custom_id":' + orjson.dumps(api_id) + b',"params":' + params_json + b"}"
+    if len(wire) > max_bytes:
+        raise InvalidLine(f"request is {len(wire)} bytes, over the limit of {max_bytes}")
+    return Request(
+        line=line,
+        custom_id=custom_id,
+        api_id=api_id,
+        wire=wire,
+        params_key=hashlib.sha256(params_json).hexdigest(),
+        model=model,
+        max_tokens=max_tokens,
+        prompt_chars=chars,
+    )
+
+
+def parse_line(raw: bytes, line: int, defaults: Mapping[str, Any], max_bytes: int) -> Request:
+    """Validate one JSONL line (bytes, without its newline)."""
+    if len(raw) > max_bytes:
+        raise InvalidLine(f"line is {len(raw)} bytes, over the limit of {max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        msg = str(exc)
+        if "utf-8" in msg.lower() or "surrogates" in msg.lower():
+            raise InvalidLine("not valid UTF-8") from None
+        raise InvalidLine(f"not valid JSON ({msg})") from None
+    return validate_one(obj, line, defaults, max_bytes)
+
+
+def custom_id_hint(raw: bytes | Any) -> str | None:
+    """Best-effort custom_id of a refused line, for error messages."""
+    if isinstance(raw, dict):
+        cid = raw.get("custom_id")
+        return cid if isinstance(cid, str) else None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return custom_id_hint(obj) if isinstance(obj, dict) else None
+
+
+def validate_stream(
+    items: Iterable[tuple[int, bytes | Any]], defaults: Mapping[str, Any], max_bytes: int
+) -> Iterator[Request | LineError]:
+    """Validate (line number, raw line or parsed object) pairs in order."""
+    for line, item in items:
+        if isinstance(item, Oversized):
+            reason = f"line is {item.size} bytes, over the limit of {max_bytes}"
+            yield LineError(line=line, reason=reason)
+            continue
+        try:
+            if isinstance(item, (bytes, bytearray, memoryview)):
+                yield parse_line(bytes(item), line, defaults, max_bytes)
+            else:
+                yield validate_one(item, line, defaults, max_bytes)
+        except InvalidLine as exc:
+            yield LineError(line=line, reason=str(exc), custom_id=custom_id_hint(item))

@@ -1,0 +1,12 @@
+"""`batchline.create_batch`: one Anthropic batch per chunk, at most once."""
+
+from __future__ import annotations
+
+from batchline.pipeline import create
+from tasks.base import PipelineTask
+from workers.app import app
+
+
+@app.task(name="batchline.create_batch", base=PipelineTask, bind=True)
+def create_batch(self: PipelineTask, job_id: str, chunk: int) -> None:
+    self.step(create.create_batch, job_id, chunk)

@@ -1,0 +1,3 @@
+"""Event and webhook delivery tasks (the events queue)."""
+
+from __future__ import annotations

@@ -1,0 +1,17 @@
+"""`batchline.fan_out_results` and one `batchline.process_result` per custom_id."""
+
+from __future__ import annotations
+
+from batchline.pipeline import results
+from tasks.base import PipelineTask
+from workers.app import app
+
+
+@app.task(name="batchline.fan_out_results", base=PipelineTask, bind=True)
+def fan_out_results(self: PipelineTask, job_id: str, chunk: int, batch_id: str) -> None:
+    self.step(results.fan_out_results, job_id, chunk, batch_id)
+
+
+@app.task(name="batchline.process_result", base=PipelineTask, bind=True)
+def process_result(self: PipelineTask, job_id: str, chunk: int, custom_id: str) -> None:
+    self.step(results.process_result, job_id, chunk, custom_id)

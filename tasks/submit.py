@@ -1,0 +1,52 @@
+"""`batchline.submit_job`: the entry point other services call by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchline.pipeline.submit import submit
+from batchline.settings import get_settings
+from batchline.store import JobOptions
+from tasks.base import PipelineTask
+from workers.app import app
+
+
+@app.task(name="batchline.submit_job", base=PipelineTask, bind=True, ignore_result=False)
+def submit_job(
+    self: PipelineTask,
+    requests: list[Any] | None = None,
+    source: str | None = None,
+    upload: str | None = None,
+    job_id: str | None = None,
+    defaults: dict[str, Any] | None = None,
+    on_result: str | None = None,
+    on_complete: str | None = None,
+    hook_queue: str | None = None,
+    max_attempts: int | None = None,
+    metadata: Any = None,
+    accept_invalid: bool = False,
+    webhook_url: str | None = None,
+    result_events: bool = False,
+    max_cost_usd: float | None = None,
+    cache: bool = False,
+    cache_scope: str = "global",
+) -> dict[str, Any]:
+    """Validate, store and start a job; returns {job_id, accepted, rejected, existing}."""
+    from batchline.validation import check_defaults
+
+    settings = get_settings()
+    base_defaults: dict[str, Any] = {}
+    if settings.default_model:
+        base_defaults["model"] = settings.default_model
+    if settings.default_max_tokens:
+        base_defaults["max_tokens"] = settings.default_max_tokens
+    options = JobOptions(
+        defaults={**base_defaults, **check_defaults(defaults)},
+        on_result=on_result, on_complete=on_complete, hook_queue=hook_queue,
+        max_attempts=max_attempts if max_attempts is not None else settings.max_attempts,
+        metadata=metadata, accept_invalid=accept_invalid, webhook_url=webhook_url,
+        result_events=result_events, max_cost_usd=max_cost_usd, cache=cache,
+        cache_scope=cache_scope,
+    )
+    return dict(self.step(submit, job_id=job_id, options=options, requests=requests,
+                          source=source, upload=upload))
