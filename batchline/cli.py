@@ -1,16 +1,239 @@
-"""The `batchline` command line."""
+"""The `batchline` command line: submit, status, results, cancel, jobs, demo, emulator."""
 
 from __future__ import annotations
 
+import functools
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
+import orjson
+import redis
 
 from batchline.emulator.cli import emulator
+from batchline.errors import BatchlineError
+from batchline.redaction import redact_url
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """A user's mistake or an unreachable service is one line on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BatchlineError as exc:
+            raise click.ClickException(str(exc)) from None
+        except redis.exceptions.ConnectionError as exc:
+            from batchline.settings import get_settings
+
+            url = redact_url(get_settings().state)
+            raise click.ClickException(f"cannot reach Redis at {url}: {exc}") from None
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            raise click.ClickException(f"{exc.strerror}: {exc.filename}") from None
+        except TimeoutError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _client() -> Any:
+    from batchline.client import Client
+
+    return Client()
+
+
+def _json(obj: Any) -> None:
+    click.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode())
+
+
+def follow(client: Any, job_id: str, interval_s: float = 0.5,
+           plain: bool | None = None) -> dict[str, Any]:
+    """Show live progress until the job ends; returns the final status."""
+    from batchline.progress import JobProgress
+
+    view = JobProgress(plain=plain)
+    try:
+        return client.wait(job_id, interval_s=interval_s, on_progress=view.update)  # type: ignore[no-any-return]
+    finally:
+        view.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="batchline")
 def main() -> None:
     """Run bulk Claude work through the Message Batches API."""
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--model", help="Default model for lines that do not name one.")
+@click.option("--max-tokens", type=int, help="Default max_tokens.")
+@click.option("--system", help="Default system prompt.")
+@click.option("--job-id", help="Idempotency key: the same id again returns the existing job.")
+@click.option("--max-attempts", type=int, help="Attempts per request for retryable errors.")
+@click.option("--accept-invalid", is_flag=True, help="Send the valid lines, reject the rest.")
+@click.option("--on-result", help="Celery task name called once per finished request.")
+@click.option("--on-complete", help="Celery task name called once when the job ends.")
+@click.option("--hook-queue", help="Queue for the hook tasks (default: celery).")
+@click.option("--metadata", help="JSON echoed back in status and events.")
+@click.option("--webhook-url", help="Signed webhooks for this job's events.")
+@click.option("--max-cost-usd", type=float, help="Refuse the job if its estimate is higher.")
+@click.option("--cache/--no-cache", default=False, help="Answer repeats from earlier results.")
+@click.option("--wait", is_flag=True, help="Show progress until the job ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--timeout", "timeout_s", type=float, default=300, show_default=True,
+              help="Seconds to wait for a worker to accept the job.")
+@user_errors
+def submit(file: str, model: str | None, max_tokens: int | None, system: str | None,
+           job_id: str | None, max_attempts: int | None, accept_invalid: bool,
+           on_result: str | None, on_complete: str | None, hook_queue: str | None,
+           metadata: str | None, webhook_url: str | None, max_cost_usd: float | None,
+           cache: bool, wait: bool, as_json: bool, timeout_s: float) -> None:
+    """Submit a JSONL FILE of requests; the job id is the last line printed."""
+    defaults = {k: v for k, v in (("model", model), ("max_tokens", max_tokens),
+                                  ("system", system)) if v is not None}
+    options: dict[str, Any] = {"defaults": defaults, "accept_invalid": accept_invalid,
+                               "cache": cache}
+    for key, value in (("job_id", job_id), ("max_attempts", max_attempts),
+                       ("on_result", on_result), ("on_complete", on_complete),
+                       ("hook_queue", hook_queue), ("webhook_url", webhook_url),
+                       ("max_cost_usd", max_cost_usd)):
+        if value is not None:
+            options[key] = value
+    if metadata is not None:
+        try:
+            options["metadata"] = orjson.loads(metadata)
+        except orjson.JSONDecodeError as exc:
+            raise click.ClickException(f"--metadata is not valid JSON: {exc}") from None
+    client = _client()
+    result = client.submit(file, timeout_s=timeout_s, **options)
+    final = follow(client, result["job_id"]) if wait else None
+    if as_json:
+        _json({**result, **({"status": final} if final else {})})
+        return
+    err = functools.partial(click.echo, err=True)
+    note = " (existing job)" if result.get("existing") else ""
+    err(f"accepted {result['accepted']} request(s){note}; rejected {len(result['rejected'])}")
+    for line in result["rejected"][:20]:
+        err(f"  line {line['line']}: {line['reason']}")
+    if final:
+        from batchline.progress import summary_line
+
+        err(summary_line(final))
+    click.echo(result["job_id"])
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--watch", is_flag=True, help="Follow the job until it ends.")
+@user_errors
+def status(job_id: str, as_json: bool, watch: bool) -> None:
+    """Show a job's state, counts, batches and cost."""
+    client = _client()
+    st = follow(client, job_id, plain=True if as_json else None) if watch else client.status(
+        job_id)
+    if as_json:
+        _json(st)
+        return
+    from batchline.progress import summary_line
+
+    click.echo(summary_line(st))
+    for b in st.get("batches", []):
+        click.echo(f"  batch {b['chunk']:>3} {b['batch_id'] or '-':<36} attempt {b['attempt']} "
+                   f"{b['status']:<11} {b['processed']}/{b['requests']}"
+                   + (f" error: {b['error']}" if b.get("error") else ""))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file instead of stdout.")
+@click.option("--ordered", is_flag=True, help="In input order.")
+@user_errors
+def results(job_id: str, output: str | None, ordered: bool) -> None:
+    """Write the job's result records as JSONL (one per custom_id)."""
+    client = _client()
+    records = client.results(job_id, ordered=ordered)
+    out = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115
+    count = 0
+    try:
+        for rec in records:
+            out.write(orjson.dumps(rec) + b"\n")
+            count += 1
+    finally:
+        if output:
+            out.close()
+    if output:
+        click.echo(f"wrote {count} record(s) to {output}", err=True)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@user_errors
+def cancel(job_id: str, as_json: bool) -> None:
+    """Cancel a job: its batches are canceled, unfinished requests end canceled."""
+    st = _client().cancel(job_id)
+    if as_json:
+        _json(st)
+    else:
+        click.echo(f"{job_id} {st['state']}")
+
+
+@main.command()
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@user_errors
+def jobs(limit: int, as_json: bool) -> None:
+    """List recent jobs, newest first."""
+    found = _client().jobs(limit)
+    if as_json:
+        _json(found)
+        return
+    for st in found:
+        c = st["counts"]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["submitted_at"]))
+        click.echo(f"{st['job_id']:<28} {st['state']:<10} {when}  {c['total']:>7} total "
+                   f"{c['succeeded']:>7} ok {c['failed']:>5} failed  ${st['cost_usd']:.4f}")
+
+
+@main.command()
+@click.option("--no-emulator", is_flag=True,
+              help="Run against the real API (needs ANTHROPIC_API_KEY; spends money).")
+@click.option("--example", type=click.Path(dir_okay=False, exists=True),
+              help="A JSONL file to run instead of the bundled example.")
+@click.option("-o", "--output", default="demo-results.jsonl", show_default=True,
+              help="Where to write the result records.")
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--concurrency", type=int, default=3, show_default=True)
+@click.option("--processing-seconds", type=float, default=1.5, show_default=True,
+              help="How long the emulator takes per batch.")
+@user_errors
+def demo(no_emulator: bool, example: str | None, output: str, workers: int, concurrency: int,
+         processing_seconds: float) -> None:
+    """Run the bundled example job end to end on this machine, then stop everything."""
+    from pathlib import Path
+
+    from batchline import demo as demo_mod
+
+    if no_emulator:
+        import anthropic
+
+        try:
+            anthropic.Anthropic()
+        except anthropic.AnthropicError:
+            raise click.ClickException("--no-emulator needs ANTHROPIC_API_KEY") from None
+    outcome = demo_mod.run_demo(
+        example=Path(example) if example else demo_mod.EXAMPLE, output=Path(output),
+        emulate=not no_emulator, workers=workers, concurrency=concurrency,
+        processing_seconds=processing_seconds)
+    demo_mod.print_summary(outcome)
 
 
 main.add_command(emulator)

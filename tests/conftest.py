@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.procs import Emulator, RedisServer, Worker, worker_env
+from batchline.client import Client
+from batchline.settings import Settings
+from tests.support.procs import Beat, Emulator, RedisServer, Worker, worker_env
 
 
 @pytest.fixture
@@ -51,6 +54,61 @@ def worker_factory(tmp_path: Path) -> Iterator[Any]:
         w.stop()
 
 
+@dataclass
+class Stack:
+    """A running Batchline: Redis, the emulator, workers, and a client pointed at them."""
+
+    tmp: Path
+    redis: RedisServer
+    emulator: Emulator
+    env: dict[str, str]
+    client: Client
+    workers: list[Worker] = field(default_factory=list)
+    beat: Beat | None = None
+
+    def worker(self, wait: bool = True, **kw: Any) -> Worker:
+        w = Worker(self.tmp, self.env, **kw)
+        self.workers.append(w)
+        return w.start(wait=wait)
+
+    def start_beat(self) -> Beat:
+        self.beat = Beat(self.tmp, self.env).start()
+        return self.beat
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+        if self.beat:
+            self.beat.stop()
+
+
 @pytest.fixture
-def stack_env(redis_server: RedisServer, emulator: Emulator) -> dict[str, str]:
-    return worker_env(redis_server.url, emulator.base_url)
+def stack_factory(tmp_path: Path, redis_server: RedisServer, emulator_factory: Any) -> Iterator[Any]:
+    """Start a stack with chosen settings and emulator flags (workers started by the test)."""
+    stacks: list[Stack] = []
+
+    def make(*emulator_args: str, redis: RedisServer | None = None, **settings: Any) -> Stack:
+        server = redis or redis_server
+        emu = emulator_factory(*(emulator_args or ("--processing-seconds", "0.3")))
+        env = worker_env(server.url, emu.base_url, **settings)
+        client = Client(Settings(redis_url=server.url, **_client_settings(settings)))
+        st = Stack(tmp_path, server, emu, env, client)
+        stacks.append(st)
+        return st
+
+    yield make
+    for st in stacks:
+        st.stop()
+
+
+def _client_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    keep = ("key_prefix", "max_batch_requests", "max_batch_bytes")
+    return {k: v for k, v in settings.items() if k in keep}
+
+
+@pytest.fixture
+def stack(stack_factory: Any) -> Stack:
+    """Redis, the emulator and one worker on every queue."""
+    st: Stack = stack_factory()
+    st.worker()
+    return st
