@@ -42,7 +42,9 @@ async def create(request: web.Request, state: EmulatorState) -> web.StreamRespon
                 f"This batch of {len(requests)} requests would put {queued + len(requests)} "
                 f"requests in the processing queue, over the limit of {config.queue_limit}",
                 headers={
-                    "retry-after": retry_after_header(state.store.seconds_until_next_end(now))
+                    "retry-after": retry_after_header(
+                        state.store.seconds_until_next_end(now), minimum_s=1
+                    )
                 },
             )
     evaluator = Evaluator(

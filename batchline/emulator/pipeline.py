@@ -89,7 +89,7 @@ async def _checked(
                     429,
                     f"Number of requests has exceeded your per-minute rate limit "
                     f"({config.rpm_limit} requests per minute) for the Message Batches API",
-                    headers={"retry-after": retry_after_header(wait_s)},
+                    headers={"retry-after": retry_after_header(wait_s, minimum_s=1)},
                 )
         fault = state.faults.pick(endpoint)
         if fault is not None:

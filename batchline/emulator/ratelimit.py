@@ -44,6 +44,6 @@ class RateLimiter:
         self._admitted.clear()
 
 
-def retry_after_header(seconds: float) -> str:
-    """Whole seconds, rounded up, at least one: a client that waits that long gets a slot."""
-    return str(max(1, math.ceil(seconds)))
+def retry_after_header(seconds: float, minimum_s: int = 0) -> str:
+    """Whole seconds, rounded up: a client that waits that long will be let through."""
+    return str(max(minimum_s, math.ceil(seconds)))

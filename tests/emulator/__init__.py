@@ -1,0 +1,1 @@
+"""Tests of the Message Batches API emulator, through the official SDK."""
