@@ -143,7 +143,10 @@ async def results(request: web.Request, state: EmulatorState) -> web.StreamRespo
     response = web.StreamResponse(status=200)
     response.content_type = RESULTS_CONTENT_TYPE
     await response.prepare(request)
-    for chunk in result_chunks(batch):
-        await response.write(chunk)
-    await response.write_eof()
+    try:
+        for chunk in result_chunks(batch):
+            await response.write(chunk)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client stopped reading: nothing left to send it
     return response

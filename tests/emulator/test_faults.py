@@ -104,6 +104,15 @@ def test_lost_create_response_still_creates_the_batch(client, emu) -> None:
     assert listed[0].request_counts.processing + listed[0].request_counts.succeeded == 2
 
 
+def test_lost_answer_on_another_endpoint_still_does_the_work(client, emu) -> None:
+    admin(emu, "POST", "config", {"processing_seconds": 30})
+    batch = client.messages.batches.create(requests=[req("a")])
+    admin(emu, "POST", "config", {"fail_next": [{"endpoint": "cancel", "status": "lost"}]})
+    with pytest.raises(anthropic.APIConnectionError):
+        client.messages.batches.cancel(batch.id)
+    assert client.messages.batches.retrieve(batch.id).processing_status == "canceling"
+
+
 def test_lost_create_retried_by_the_sdk_creates_a_duplicate(emu) -> None:
     # The SDK retries connection errors and sends no idempotency key: two batches
     admin(emu, "POST", "config", {"lost_create_next": 1})

@@ -20,3 +20,15 @@ def test_thousands_of_requests_each_get_their_own_result(client, emu) -> None:
     assert len(seen) == REQUESTS
     assert all(text == f"echo: prompt number {cid[5:]}" for cid, text in seen.items())
     assert emu.stats()["requests_received"] == REQUESTS
+
+
+def test_a_client_that_stops_reading_results_early_does_no_harm(client, emu) -> None:
+    batch = client.messages.batches.create(
+        requests=[req(f"item-{i}", "x" * 2000) for i in range(REQUESTS)]
+    )
+    wait_ended(client, batch.id)
+    results = client.messages.batches.results(batch.id)
+    next(iter(results))
+    results.close()
+    assert client.messages.batches.retrieve(batch.id).id == batch.id
+    assert "Traceback" not in emu.log.read_text()
