@@ -5,9 +5,9 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
 from contextlib import contextmanager
 from datetime import datetime
+from typing import TypeVar
 
 import anthropic
 import httpx2
@@ -74,8 +74,12 @@ def translated(*, create: bool = False) -> Iterator[None]:
         if should in ("true", "false"):
             retryable = should == "true"
         if retryable:
-            raise RetryableApiError(_describe(exc), retry_after_s=retry_after_s(exc.response.headers),
-                                    status=status, error_type=exc.type) from None
+            raise RetryableApiError(
+                _describe(exc),
+                retry_after_s=retry_after_s(exc.response.headers),
+                status=status,
+                error_type=exc.type,
+            ) from None
         if status == 404:
             raise BatchNotFound(_describe(exc), status=status, error_type=exc.type) from None
         raise PermanentApiError(_describe(exc), status=status, error_type=exc.type) from None
@@ -119,8 +123,9 @@ def create(client: anthropic.Anthropic, body: StreamedBody) -> MessageBatch:
             BATCHES_PATH,
             cast_to=MessageBatch,
             content=body,
-            options={"headers": {"content-type": "application/json",
-                                 "content-length": str(body.size)}},
+            options={
+                "headers": {"content-type": "application/json", "content-length": str(body.size)}
+            },
         )
 
 
@@ -134,12 +139,14 @@ def cancel(client: anthropic.Anthropic, batch_id: str) -> MessageBatch:
         return client.messages.batches.cancel(batch_id)
 
 
-def list_page(client: anthropic.Anthropic, *, limit: int = 1000,
-              after_id: str | None = None) -> tuple[list[MessageBatch], str | None]:
+def list_page(
+    client: anthropic.Anthropic, *, limit: int = 1000, after_id: str | None = None
+) -> tuple[list[MessageBatch], str | None]:
     """One page of batches, newest first, and the cursor for the next page (None at the end)."""
     with translated():
         page = client.messages.batches.list(
-            limit=limit, **({"after_id": after_id} if after_id else {}))
+            limit=limit, **({"after_id": after_id} if after_id else {})
+        )
         data = list(page.data)
         nxt = page.last_id if page.has_more and data else None
         return data, nxt
@@ -148,8 +155,12 @@ def list_page(client: anthropic.Anthropic, *, limit: int = 1000,
 def results_lines(client: anthropic.Anthropic, results_url: str) -> Iterator[bytes]:
     """A batch's result lines as raw bytes; errors while streaming are translated too."""
     with translated():
-        decoder = client.get(results_url, cast_to=RawLines[bytes], stream=True,
-                             options={"headers": {"accept": "application/binary"}})
+        decoder = client.get(
+            results_url,
+            cast_to=RawLines[bytes],
+            stream=True,
+            options={"headers": {"accept": "application/binary"}},
+        )
     try:
         with translated():
             yield from decoder
@@ -164,4 +175,3 @@ def batch_times(batch: MessageBatch) -> dict[str, float]:
         if value is not None:
             out[name] = value.timestamp()
     return out
-

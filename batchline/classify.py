@@ -8,8 +8,9 @@ from typing import Any, Literal
 from batchline.wire import ErrorInfo
 
 # Errored results worth sending again; every other error type is final.
-RETRYABLE_ERROR_TYPES = frozenset({"api_error", "overloaded_error", "rate_limit_error",
-                                   "timeout_error"})
+RETRYABLE_ERROR_TYPES = frozenset(
+    {"api_error", "overloaded_error", "rate_limit_error", "timeout_error"}
+)
 
 Kind = Literal["succeeded", "failed", "canceled", "retry"]
 
@@ -29,8 +30,9 @@ MISSING = ErrorInfo(type="missing_result", message="the batch's results had no l
 def classify_result(result: Any) -> Outcome:
     """Classify a result object ({"type": ...}) from a batch's results, before retry limits."""
     if not isinstance(result, dict):
-        return Outcome("failed", error=ErrorInfo(type="invalid_result",
-                                                 message="result is not an object"))
+        return Outcome(
+            "failed", error=ErrorInfo(type="invalid_result", message="result is not an object")
+        )
     kind = result.get("type")
     if kind == "succeeded":
         return Outcome("succeeded", message=result.get("message") or {})
@@ -44,8 +46,9 @@ def classify_result(result: Any) -> Outcome:
         return Outcome("retry", error=EXPIRED)
     if kind == "canceled":
         return Outcome("retry", error=CANCELED)
-    return Outcome("failed", error=ErrorInfo(type="invalid_result",
-                                             message=f"unknown result type {kind!r}"))
+    return Outcome(
+        "failed", error=ErrorInfo(type="invalid_result", message=f"unknown result type {kind!r}")
+    )
 
 
 def decide(outcome: Outcome, *, attempts: int, max_attempts: int, job_canceled: bool) -> Outcome:

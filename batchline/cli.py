@@ -51,8 +51,9 @@ def _json(obj: Any) -> None:
     click.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode())
 
 
-def follow(client: Any, job_id: str, interval_s: float = 0.5,
-           plain: bool | None = None) -> dict[str, Any]:
+def follow(
+    client: Any, job_id: str, interval_s: float = 0.5, plain: bool | None = None
+) -> dict[str, Any]:
     """Show live progress until the job ends; returns the final status."""
     from batchline.progress import JobProgress
 
@@ -86,23 +87,54 @@ def main() -> None:
 @click.option("--cache/--no-cache", default=False, help="Answer repeats from earlier results.")
 @click.option("--wait", is_flag=True, help="Show progress until the job ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--timeout", "timeout_s", type=float, default=300, show_default=True,
-              help="Seconds to wait for a worker to accept the job.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=300,
+    show_default=True,
+    help="Seconds to wait for a worker to accept the job.",
+)
 @user_errors
-def submit(file: str, model: str | None, max_tokens: int | None, system: str | None,
-           job_id: str | None, max_attempts: int | None, accept_invalid: bool,
-           on_result: str | None, on_complete: str | None, hook_queue: str | None,
-           metadata: str | None, webhook_url: str | None, max_cost_usd: float | None,
-           cache: bool, wait: bool, as_json: bool, timeout_s: float) -> None:
+def submit(
+    file: str,
+    model: str | None,
+    max_tokens: int | None,
+    system: str | None,
+    job_id: str | None,
+    max_attempts: int | None,
+    accept_invalid: bool,
+    on_result: str | None,
+    on_complete: str | None,
+    hook_queue: str | None,
+    metadata: str | None,
+    webhook_url: str | None,
+    max_cost_usd: float | None,
+    cache: bool,
+    wait: bool,
+    as_json: bool,
+    timeout_s: float,
+) -> None:
     """Submit a JSONL FILE of requests; the job id is the last line printed."""
-    defaults = {k: v for k, v in (("model", model), ("max_tokens", max_tokens),
-                                  ("system", system)) if v is not None}
-    options: dict[str, Any] = {"defaults": defaults, "accept_invalid": accept_invalid,
-                               "cache": cache}
-    for key, value in (("job_id", job_id), ("max_attempts", max_attempts),
-                       ("on_result", on_result), ("on_complete", on_complete),
-                       ("hook_queue", hook_queue), ("webhook_url", webhook_url),
-                       ("max_cost_usd", max_cost_usd)):
+    defaults = {
+        k: v
+        for k, v in (("model", model), ("max_tokens", max_tokens), ("system", system))
+        if v is not None
+    }
+    options: dict[str, Any] = {
+        "defaults": defaults,
+        "accept_invalid": accept_invalid,
+        "cache": cache,
+    }
+    for key, value in (
+        ("job_id", job_id),
+        ("max_attempts", max_attempts),
+        ("on_result", on_result),
+        ("on_complete", on_complete),
+        ("hook_queue", hook_queue),
+        ("webhook_url", webhook_url),
+        ("max_cost_usd", max_cost_usd),
+    ):
         if value is not None:
             options[key] = value
     if metadata is not None:
@@ -136,8 +168,7 @@ def submit(file: str, model: str | None, max_tokens: int | None, system: str | N
 def status(job_id: str, as_json: bool, watch: bool) -> None:
     """Show a job's state, counts, batches and cost."""
     client = _client()
-    st = follow(client, job_id, plain=True if as_json else None) if watch else client.status(
-        job_id)
+    st = follow(client, job_id, plain=True if as_json else None) if watch else client.status(job_id)
     if as_json:
         _json(st)
         return
@@ -145,15 +176,21 @@ def status(job_id: str, as_json: bool, watch: bool) -> None:
 
     click.echo(summary_line(st))
     for b in st.get("batches", []):
-        click.echo(f"  batch {b['chunk']:>3} {b['batch_id'] or '-':<36} attempt {b['attempt']} "
-                   f"{b['status']:<11} {b['processed']}/{b['requests']}"
-                   + (f" error: {b['error']}" if b.get("error") else ""))
+        click.echo(
+            f"  batch {b['chunk']:>3} {b['batch_id'] or '-':<36} attempt {b['attempt']} "
+            f"{b['status']:<11} {b['processed']}/{b['requests']}"
+            + (f" error: {b['error']}" if b.get("error") else "")
+        )
 
 
 @main.command()
 @click.argument("job_id")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
-              help="Write to this file instead of stdout.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write to this file instead of stdout.",
+)
 @click.option("--ordered", is_flag=True, help="In input order.")
 @user_errors
 def results(job_id: str, output: str | None, ordered: bool) -> None:
@@ -199,24 +236,48 @@ def jobs(limit: int, as_json: bool) -> None:
     for st in found:
         c = st["counts"]
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["submitted_at"]))
-        click.echo(f"{st['job_id']:<28} {st['state']:<10} {when}  {c['total']:>7} total "
-                   f"{c['succeeded']:>7} ok {c['failed']:>5} failed  ${st['cost_usd']:.4f}")
+        click.echo(
+            f"{st['job_id']:<28} {st['state']:<10} {when}  {c['total']:>7} total "
+            f"{c['succeeded']:>7} ok {c['failed']:>5} failed  ${st['cost_usd']:.4f}"
+        )
 
 
 @main.command()
-@click.option("--no-emulator", is_flag=True,
-              help="Run against the real API (needs ANTHROPIC_API_KEY; spends money).")
-@click.option("--example", type=click.Path(dir_okay=False, exists=True),
-              help="A JSONL file to run instead of the bundled example.")
-@click.option("-o", "--output", default="demo-results.jsonl", show_default=True,
-              help="Where to write the result records.")
+@click.option(
+    "--no-emulator",
+    is_flag=True,
+    help="Run against the real API (needs ANTHROPIC_API_KEY; spends money).",
+)
+@click.option(
+    "--example",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A JSONL file to run instead of the bundled example.",
+)
+@click.option(
+    "-o",
+    "--output",
+    default="demo-results.jsonl",
+    show_default=True,
+    help="Where to write the result records.",
+)
 @click.option("--workers", type=int, default=1, show_default=True)
 @click.option("--concurrency", type=int, default=3, show_default=True)
-@click.option("--processing-seconds", type=float, default=1.5, show_default=True,
-              help="How long the emulator takes per batch.")
+@click.option(
+    "--processing-seconds",
+    type=float,
+    default=1.5,
+    show_default=True,
+    help="How long the emulator takes per batch.",
+)
 @user_errors
-def demo(no_emulator: bool, example: str | None, output: str, workers: int, concurrency: int,
-         processing_seconds: float) -> None:
+def demo(
+    no_emulator: bool,
+    example: str | None,
+    output: str,
+    workers: int,
+    concurrency: int,
+    processing_seconds: float,
+) -> None:
     """Run the bundled example job end to end on this machine, then stop everything."""
     from pathlib import Path
 
@@ -230,9 +291,13 @@ def demo(no_emulator: bool, example: str | None, output: str, workers: int, conc
         except anthropic.AnthropicError:
             raise click.ClickException("--no-emulator needs ANTHROPIC_API_KEY") from None
     outcome = demo_mod.run_demo(
-        example=Path(example) if example else demo_mod.EXAMPLE, output=Path(output),
-        emulate=not no_emulator, workers=workers, concurrency=concurrency,
-        processing_seconds=processing_seconds)
+        example=Path(example) if example else demo_mod.EXAMPLE,
+        output=Path(output),
+        emulate=not no_emulator,
+        workers=workers,
+        concurrency=concurrency,
+        processing_seconds=processing_seconds,
+    )
     demo_mod.print_summary(outcome)
 
 

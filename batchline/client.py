@@ -13,7 +13,7 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from batchline.errors import BatchlineError, JobNotFound
-from batchline.pipeline.jobs import status as job_status
+from batchline.pipeline.status import status as job_status
 from batchline.pipeline.submit import upload_key
 from batchline.settings import Settings, get_settings
 from batchline.sources import upload_segments
@@ -51,8 +51,13 @@ class Client:
         pipe.execute()
         return upload_id
 
-    def submit(self, source: str | Path | Iterable[dict[str, Any]], *, timeout_s: float = 120,
-               **options: Any) -> dict[str, Any]:
+    def submit(
+        self,
+        source: str | Path | Iterable[dict[str, Any]],
+        *,
+        timeout_s: float = 120,
+        **options: Any,
+    ) -> dict[str, Any]:
         """Submit a JSONL file (path) or request dicts; returns {job_id, accepted, rejected}.
 
         The requests travel through Redis, never inside the task message, so they do not
@@ -63,16 +68,19 @@ class Client:
                 upload_id = self.upload(f)
         else:
             upload_id = self.upload(dumps(obj) for obj in source)
-        return self._call("batchline.submit_job", timeout_s, kwargs={"upload": upload_id,
-                                                                    **options})
+        return self._call(
+            "batchline.submit_job", timeout_s, kwargs={"upload": upload_id, **options}
+        )
 
     def _call(self, name: str, timeout_s: float, **send: Any) -> dict[str, Any]:
         result = self.app.send_task(name, **send)
         try:
             return result.get(timeout=timeout_s)  # type: ignore[no-any-return]
         except CeleryTimeout:
-            raise NoWorker(f"no worker answered {name} within {timeout_s:.0f}s; is a worker "
-                           "running on the ingest queue? (`batchline doctor`)") from None
+            raise NoWorker(
+                f"no worker answered {name} within {timeout_s:.0f}s; is a worker "
+                "running on the ingest queue? (`batchline doctor`)"
+            ) from None
         finally:
             result.forget()
 
@@ -91,8 +99,13 @@ class Client:
                 continue
         return out
 
-    def wait(self, job_id: str, timeout_s: float | None = None, interval_s: float = 0.5,
-             on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def wait(
+        self,
+        job_id: str,
+        timeout_s: float | None = None,
+        interval_s: float = 0.5,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         """Block until the job is completed or canceled; returns its final status."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:

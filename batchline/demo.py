@@ -41,10 +41,19 @@ class DemoOutcome:
     seconds: float
 
 
-def run_demo(*, example: Path = EXAMPLE, output: Path = Path("demo-results.jsonl"),
-             emulate: bool = True, api_key: str | None = None, workers: int = 1,
-             concurrency: int = 3, processing_seconds: float = 1.5, plain: bool | None = None,
-             workdir: Path | None = None, echo: Any = None) -> DemoOutcome:
+def run_demo(
+    *,
+    example: Path = EXAMPLE,
+    output: Path = Path("demo-results.jsonl"),
+    emulate: bool = True,
+    api_key: str | None = None,
+    workers: int = 1,
+    concurrency: int = 3,
+    processing_seconds: float = 1.5,
+    plain: bool | None = None,
+    workdir: Path | None = None,
+    echo: Any = None,
+) -> DemoOutcome:
     """Start Redis (and the emulator), workers and beat; run the example; stop them all."""
     from batchline.cli import follow
 
@@ -78,8 +87,7 @@ def run_demo(*, example: Path = EXAMPLE, output: Path = Path("demo-results.jsonl
             for rec in client.results(submitted["job_id"], ordered=True):
                 states[rec["state"]] += 1
                 f.write(orjson.dumps(rec) + b"\n")
-        return DemoOutcome(submitted["job_id"], final, states, output,
-                           time.monotonic() - started)
+        return DemoOutcome(submitted["job_id"], final, states, output, time.monotonic() - started)
     finally:
         for p in reversed(procs):
             p.stop()
@@ -91,15 +99,21 @@ def print_summary(outcome: DemoOutcome, echo: Any = click.echo) -> None:
     st = outcome.status
     c = st["counts"]
     echo(f"job {outcome.job_id} {st['state']} in {outcome.seconds:.1f}s")
-    echo(f"  requests: {c['total']} total, {c['succeeded']} succeeded, {c['failed']} failed, "
-         f"{c['canceled']} canceled, {c['rejected']} rejected")
-    echo(f"  retries:  {st['retried']} request(s) sent again in "
-         f"{sum(1 for b in st['batches'] if b['attempt'] > 1)} retry batch(es); "
-         f"{len(st['batches'])} batches in all")
+    echo(
+        f"  requests: {c['total']} total, {c['succeeded']} succeeded, {c['failed']} failed, "
+        f"{c['canceled']} canceled, {c['rejected']} rejected"
+    )
+    echo(
+        f"  retries:  {st['retried']} request(s) sent again in "
+        f"{sum(1 for b in st['batches'] if b['attempt'] > 1)} retry batch(es); "
+        f"{len(st['batches'])} batches in all"
+    )
     failed_types = Counter(b.get("error") for b in st["batches"] if b.get("error"))
     if failed_types:
         echo(f"  batch errors: {dict(failed_types)}")
     u = st["usage"]
-    echo(f"  tokens:   {u['input_tokens']} in, {u['output_tokens']} out; "
-         f"cost at batch prices ${st['cost_usd']:.4f}")
+    echo(
+        f"  tokens:   {u['input_tokens']} in, {u['output_tokens']} out; "
+        f"cost at batch prices ${st['cost_usd']:.4f}"
+    )
     echo(f"  results:  {outcome.output} ({sum(outcome.states.values())} records)")

@@ -55,8 +55,14 @@ class ApiError(BatchlineError):
 class RetryableApiError(ApiError):
     """Raised for 429, 5xx, 529, timeouts and dropped connections: try again later."""
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None,
-                 status: int | None = None, error_type: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        status: int | None = None,
+        error_type: str | None = None,
+    ):
         super().__init__(message, status=status, error_type=error_type)
         self.retry_after_s = retry_after_s
 

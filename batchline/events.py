@@ -27,8 +27,9 @@ def new_event(job_id: str, type_: str, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def emit(r: redis.Redis, prefix: str, job_id: str, type_: str, data: dict[str, Any],
-         retention_s: int) -> dict[str, Any]:
+def emit(
+    r: redis.Redis, prefix: str, job_id: str, type_: str, data: dict[str, Any], retention_s: int
+) -> dict[str, Any]:
     """Append an event to the stream, trimming entries older than the retention by MINID."""
     evt = new_event(job_id, type_, data)
     min_id = f"{int((time.time() - retention_s) * 1000)}-0"

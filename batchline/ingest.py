@@ -1,4 +1,4 @@
-"""Turning a job's input into stored requests and chunks, streaming, with nothing left on refusal."""
+"""Turning a job's input into stored requests and chunks, streaming; a refusal leaves nothing."""
 
 from __future__ import annotations
 
@@ -99,7 +99,8 @@ class Ingest:
         self.pending.append(_Pending(req, number))
         self.result.accepted += 1
         self.result.estimated_cost_usd += estimate_cost_usd(
-            self.store.settings, req.model, req.prompt_chars, req.max_tokens)
+            self.store.settings, req.model, req.prompt_chars, req.max_tokens
+        )
         if len(self.pending) >= FLUSH_EVERY:
             self._flush()
 
@@ -123,9 +124,13 @@ class Ingest:
         self.chunk_sizes[p.chunk][0] -= 1
         self.chunk_sizes[p.chunk][1] -= len(p.req.wire) + 1
         self.result.accepted -= 1
-        self._reject(LineError(
-            p.req.line, f"duplicate custom_id {p.req.custom_id!r} (first on line {first_line})",
-            p.req.custom_id))
+        self._reject(
+            LineError(
+                p.req.line,
+                f"duplicate custom_id {p.req.custom_id!r} (first on line {first_line})",
+                p.req.custom_id,
+            )
+        )
 
     def _write_chunks(self) -> None:
         now = self.store.now()
@@ -133,10 +138,19 @@ class Ingest:
         numbers = [n for n in sorted(self.chunk_sizes) if self.chunk_sizes[n][0] > 0]
         for n in numbers:
             count, body = self.chunk_sizes[n]
-            pipe.hset(self.keys.chunk(n).meta, mapping={
-                "state": "pending", "attempt": 1, "count": count, "bytes": body,
-                "processed": 0, "made_at": now, "touched_at": now, "kind": "first",
-            })
+            pipe.hset(
+                self.keys.chunk(n).meta,
+                mapping={
+                    "state": "pending",
+                    "attempt": 1,
+                    "count": count,
+                    "bytes": body,
+                    "processed": 0,
+                    "made_at": now,
+                    "touched_at": now,
+                    "kind": "first",
+                },
+            )
         if numbers:
             pipe.rpush(self.keys.chunks, *numbers)
         pipe.execute()
@@ -147,9 +161,13 @@ class Ingest:
         """Store a `rejected` record per refused line (when the job accepts the valid ones)."""
         pipe = self.store.r.pipeline(transaction=False)
         for err in self.result.rejected:
-            rec = {"custom_id": err.custom_id or f"line-{err.line}", "state": "rejected",
-                   "attempts": 0, "line": err.line,
-                   "error": {"type": "rejected", "message": err.reason}}
+            rec = {
+                "custom_id": err.custom_id or f"line-{err.line}",
+                "state": "rejected",
+                "attempts": 0,
+                "line": err.line,
+                "error": {"type": "rejected", "message": err.reason},
+            }
             pipe.hset(self.keys.records, f"!{err.line}", pack_obj(rec))
         pipe.execute()
 
@@ -158,8 +176,9 @@ def fingerprint(options: JobOptions, input_hash: str) -> str:
     return hashlib.sha256(options.canonical() + b"\n" + input_hash.encode()).hexdigest()
 
 
-def refuse(store: Store, job_id: str, ingest: Ingest, message: str,
-           errors: list[LineError] | None = None) -> JobRefused:
+def refuse(
+    store: Store, job_id: str, ingest: Ingest, message: str, errors: list[LineError] | None = None
+) -> JobRefused:
     """Remove everything the ingest wrote and build the refusal."""
     store.delete_job(job_id, chunk_count=ingest.chunker.number + 1)
     return JobRefused(message, errors)
@@ -172,7 +191,9 @@ def job_fields(options: JobOptions, result: IngestResult, now: float) -> dict[st
         "total": result.accepted + result.rejected_count,
         "accepted": result.accepted,
         "rejected": result.rejected_count,
-        "succeeded": 0, "failed": 0, "canceled": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "canceled": 0,
         "open_chunks": result.chunks,
         "chunk_seq": result.chunks,
         "estimated_cost_usd": round(result.estimated_cost_usd, 6),

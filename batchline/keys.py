@@ -62,6 +62,16 @@ class JobKeys:
         return f"{self.base}:hooks"
 
     @property
+    def hooks_sending(self) -> str:
+        """Set: hook marks claimed by a worker that is sending them right now."""
+        return f"{self.base}:hooks:sending"
+
+    @property
+    def hooks_seen(self) -> str:
+        """Set: hook marks the sweeper saw unsent last time (sent late = sender lost)."""
+        return f"{self.base}:hooks:seen"
+
+    @property
     def followers(self) -> str:
         """Hash: api custom_id -> JSON list of duplicate custom_ids answered by its result."""
         return f"{self.base}:dups"
@@ -76,9 +86,19 @@ class JobKeys:
 
     def static_keys(self) -> list[str]:
         return [
-            self.job, self.requests, self.original_ids, self.records, self.chunks,
-            self.retry_pool, self.retries, self.last_errors, self.hooks_pending,
-            self.followers, self.upload,
+            self.job,
+            self.requests,
+            self.original_ids,
+            self.records,
+            self.chunks,
+            self.retry_pool,
+            self.retries,
+            self.last_errors,
+            self.hooks_pending,
+            self.hooks_sending,
+            self.hooks_seen,
+            self.followers,
+            self.upload,
         ]
 
 

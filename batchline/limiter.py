@@ -24,8 +24,9 @@ class Limiter:
             args=[self.store.settings.api_rpm, WINDOW_MS, uuid.uuid4().hex],
         )
         if wait_ms:
-            raise RateLimited(f"fleet rate limit: no token for {endpoint}",
-                              retry_after_s=int(wait_ms) / 1000)
+            raise RateLimited(
+                f"fleet rate limit: no token for {endpoint}", retry_after_s=int(wait_ms) / 1000
+            )
         self.store.r.hincrby(self.fleet.stats, f"api_calls:{endpoint}", 1)
 
     def pause(self, seconds: float) -> None:
@@ -35,10 +36,12 @@ class Limiter:
 
     def admit(self, ref: str, requests: int) -> bool:
         """True when the chunk may be created now: first in line and under the queue cap."""
-        return bool(self.store.scripts.admit(
-            keys=[self.fleet.admission, self.fleet.in_flight],
-            args=[ref, requests, self.store.settings.max_in_flight_requests],
-        ))
+        return bool(
+            self.store.scripts.admit(
+                keys=[self.fleet.admission, self.fleet.in_flight],
+                args=[ref, requests, self.store.settings.max_in_flight_requests],
+            )
+        )
 
     def release(self, ref: str) -> None:
         """The chunk's requests left the processing queue (ended, failed or never sent)."""

@@ -34,8 +34,12 @@ class ProcessExited(RuntimeError):
     """A process being waited on has died: waiting longer cannot help."""
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
     """Poll predicate until it returns something truthy; fail after timeout seconds."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
@@ -44,7 +48,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
             value = predicate()
         except ProcessExited:
             raise
-        except Exception as exc:  # noqa: BLE001 - the predicate may fail until ready
+        except Exception as exc:
             last_exc = exc
             value = None
         if value:
@@ -62,8 +66,13 @@ class Proc:
     def _spawn(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, **(env or {})}, cwd=str(PROJECT_ROOT))
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+                cwd=str(PROJECT_ROOT),
+            )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -97,8 +106,14 @@ class Proc:
 class RedisServer(Proc):
     """A private redis-server that can be killed and restarted on the same data."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool = False, password: str | None = None,
-                 port: int | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        appendonly: bool = False,
+        password: str | None = None,
+        port: int | None = None,
+    ):
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -118,10 +133,25 @@ class RedisServer(Proc):
         exe = shutil.which("redis-server")
         if not exe:
             raise RuntimeError("redis-server is not installed (`make install-redis` or apt-get)")
-        cmd = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
-               "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"),
-               "--daemonize", "no"]
+        cmd = [
+            exe,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--dir",
+            str(self.workdir),
+            "--logfile",
+            str(self.workdir / "redis.log"),
+            "--daemonize",
+            "no",
+        ]
         if self.password:
             cmd += ["--requirepass", self.password]
         self._spawn(cmd)
@@ -144,8 +174,18 @@ class Emulator(Proc):
         self.env = env or {}
 
     def start(self) -> Emulator:
-        self._spawn([str(BIN / "batchline"), "emulator", "--host", "127.0.0.1", "--port",
-                     str(self.port), *self.args], self.env)
+        self._spawn(
+            [
+                str(BIN / "batchline"),
+                "emulator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *self.args,
+            ],
+            self.env,
+        )
         wait_for(self._ready, 20, what="the emulator")
         return self
 
@@ -156,8 +196,12 @@ class Emulator(Proc):
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = orjson.dumps(body) if body is not None else None
-        req = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                     headers={"content-type": "application/json"})
+        req = urllib.request.Request(
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"content-type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return orjson.loads(resp.read())
 
@@ -174,9 +218,18 @@ class Emulator(Proc):
 class Worker(Proc):
     """A real `celery -A workers worker` process (or another app's, with `app=`)."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], *, queues: Iterable[str] | None = None,
-                 name: str = "w1", concurrency: int = 2, extra: Iterable[str] = (),
-                 app: str = "workers", hostname: str = "batchline-local"):
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str],
+        *,
+        queues: Iterable[str] | None = None,
+        name: str = "w1",
+        concurrency: int = 2,
+        extra: Iterable[str] = (),
+        app: str = "workers",
+        hostname: str = "batchline-local",
+    ):
         self.name = f"{name}@{hostname}"
         self.log = workdir / f"worker-{name}.log"
         self.env = env
@@ -187,9 +240,21 @@ class Worker(Proc):
         self._offset = 0
 
     def start(self, wait: bool = True) -> Worker:
-        cmd = [str(BIN / "celery"), "-A", self.app, "worker", "-n", self.name, "-l", "INFO",
-               "--concurrency", str(self.concurrency), "--without-mingle", "--without-gossip",
-               *self.extra]
+        cmd = [
+            str(BIN / "celery"),
+            "-A",
+            self.app,
+            "worker",
+            "-n",
+            self.name,
+            "-l",
+            "INFO",
+            "--concurrency",
+            str(self.concurrency),
+            "--without-mingle",
+            "--without-gossip",
+            *self.extra,
+        ]
         if self.queues:
             cmd += ["-Q", ",".join(self.queues)]
         self._offset = self.log.stat().st_size if self.log.exists() else 0
@@ -215,13 +280,25 @@ class Beat(Proc):
         self.env = env
 
     def start(self) -> Beat:
-        self._spawn([str(BIN / "celery"), "-A", "workers", "beat", "-l", "INFO",
-                     "-s", str(self.workdir / "beat-schedule")], self.env)
+        self._spawn(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "workers",
+                "beat",
+                "-l",
+                "INFO",
+                "-s",
+                str(self.workdir / "beat-schedule"),
+            ],
+            self.env,
+        )
         return self
 
 
-def stack_env(redis_url: str, emulator_url: str | None, api_key: str | None = None,
-              **settings: Any) -> dict[str, str]:
+def stack_env(
+    redis_url: str, emulator_url: str | None, api_key: str | None = None, **settings: Any
+) -> dict[str, str]:
     """Environment for workers: Redis, the API (or emulator) and any BATCHLINE_* settings."""
     env = {"BATCHLINE_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
     if emulator_url:

@@ -16,10 +16,12 @@ def summary_line(st: dict[str, Any]) -> str:
     c = st["counts"]
     batches = st.get("batches") or []
     live = sum(1 for b in batches if b["status"] in ("creating", "in_progress", "ended"))
-    return (f"{st['job_id']} {st['state']}: {c['succeeded']} succeeded, {c['failed']} failed, "
-            f"{c['canceled']} canceled, {c['rejected']} rejected, {c['in_flight']} in flight; "
-            f"batches {len(batches)} ({live} live); retried {st.get('retried', 0)}; "
-            f"cost ${st['cost_usd']:.4f}")
+    return (
+        f"{st['job_id']} {st['state']}: {c['succeeded']} succeeded, {c['failed']} failed, "
+        f"{c['canceled']} canceled, {c['rejected']} rejected, {c['in_flight']} in flight; "
+        f"batches {len(batches)} ({live} live); retried {st.get('retried', 0)}; "
+        f"cost ${st['cost_usd']:.4f}"
+    )
 
 
 class JobProgress:
@@ -64,8 +66,10 @@ class JobProgress:
             self.progress = self._bars(total)
         terminal = c["succeeded"] + c["failed"] + c["canceled"] + c["rejected"]
         batches = st.get("batches") or []
-        info = (f"{st['state']} · batches {len(batches)} · retried {st.get('retried', 0)} · "
-                f"${st['cost_usd']:.4f}")
+        info = (
+            f"{st['state']} · batches {len(batches)} · retried {st.get('retried', 0)} · "
+            f"${st['cost_usd']:.4f}"
+        )
         self.progress.update(self.tasks["done"], completed=terminal, total=total, info=info)
         for name in ("succeeded", "failed", "canceled"):
             self.progress.update(self.tasks[name], completed=c[name], total=total)

@@ -93,14 +93,15 @@ return out
 # Move an ended chunk's retryable requests to the job's pool and close the chunk.
 # KEYS: chunk meta, chunk retry list, job, pool. Returns {moved?, open chunks, pool length}.
 PLAN = """
+local function open_chunks() return tonumber(redis.call('HGET', KEYS[3], 'open_chunks') or '0') end
 local st = redis.call('HGET', KEYS[1], 'state')
 if st ~= 'ended' then
-  return {0, tonumber(redis.call('HGET', KEYS[3], 'open_chunks') or '0'), redis.call('LLEN', KEYS[4])}
+  return {0, open_chunks(), redis.call('LLEN', KEYS[4])}
 end
 local processed = tonumber(redis.call('HGET', KEYS[1], 'processed') or '0')
 local count = tonumber(redis.call('HGET', KEYS[1], 'count') or '0')
 if processed < count then
-  return {-1, tonumber(redis.call('HGET', KEYS[3], 'open_chunks') or '0'), redis.call('LLEN', KEYS[4])}
+  return {-1, open_chunks(), redis.call('LLEN', KEYS[4])}
 end
 while true do
   local id = redis.call('LMOVE', KEYS[2], KEYS[4], 'LEFT', 'RIGHT')
@@ -116,7 +117,8 @@ return {1, open, redis.call('LLEN', KEYS[4])}
 # ARGV: n, first id, last id, chunk number, body bytes, now. Returns the attempt or 0.
 MAKE_RETRY_CHUNK = """
 local n = tonumber(ARGV[1])
-if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] or redis.call('LINDEX', KEYS[2], n - 1) ~= ARGV[3] then
+local head, tail = redis.call('LINDEX', KEYS[2], 0), redis.call('LINDEX', KEYS[2], n - 1)
+if head ~= ARGV[2] or tail ~= ARGV[3] then
   return 0
 end
 local attempt = 0
@@ -134,9 +136,9 @@ redis.call('HINCRBY', KEYS[1], 'retried', n)
 return attempt
 """
 
-# Mark a job completed (or canceled) once nothing remains. KEYS: job, active jobs set.
-# ARGV: now, job id, 1 when an on_complete hook must be sent. Returns the final state, or
-# '' when already final, or 'running' when requests remain.
+# Mark a job completed (or canceled) once nothing remains. KEYS: job, active jobs set,
+# hooks pending. ARGV: now, job id, 1 when an on_complete hook must be sent. Returns the
+# final state, or '' when already final, or 'running' when requests remain.
 FINALIZE = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if st == 'completed' or st == 'canceled' then return '' end
@@ -146,8 +148,9 @@ local remaining = tonumber(h[1] or '0') - tonumber(h[2] or '0') - tonumber(h[3] 
 if remaining > 0 then return 'running' end
 local final = 'completed'
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then final = 'canceled' end
-redis.call('HSET', KEYS[1], 'state', final, 'ended_at', ARGV[1], 'complete_hook_pending', ARGV[3])
+redis.call('HSET', KEYS[1], 'state', final, 'ended_at', ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[2])
+if ARGV[3] == '1' then redis.call('SADD', KEYS[3], '!complete') end
 return final
 """
 

@@ -121,8 +121,7 @@ def iter_objects(requests: list[Any]) -> Iterator[tuple[int, Item]]:
     """(line number, object) for a list of requests given inline."""
     if not isinstance(requests, list):
         raise JobRefused("requests must be a list")
-    for i, obj in enumerate(requests, start=1):
-        yield i, obj
+    yield from enumerate(requests, start=1)
 
 
 def fingerprint_objects(requests: list[Any]) -> str:

@@ -21,14 +21,44 @@ FINAL_JOB_STATES = ("completed", "canceled")
 
 # Job hash fields that hold integers.
 JOB_COUNTERS = (
-    "total", "accepted", "rejected", "succeeded", "failed", "canceled", "retried", "cache_hits",
-    "deduplicated", "input_tokens", "output_tokens", "cache_creation_input_tokens",
-    "cache_read_input_tokens", "cost_nusd", "open_chunks", "chunk_seq", "duplicates_canceled",
+    "total",
+    "accepted",
+    "rejected",
+    "succeeded",
+    "failed",
+    "canceled",
+    "retried",
+    "cache_hits",
+    "deduplicated",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "cost_nusd",
+    "open_chunks",
+    "chunk_seq",
+    "duplicates_canceled",
 )
-CHUNK_INTS = ("attempt", "count", "bytes", "processed", "poll_gen", "poll_step", "fanout_pos",
-              "results_seen", "fanout_runs")
-CHUNK_FLOATS = ("made_at", "touched_at", "intent_at", "created_at", "ended_at", "polled_at",
-                "expires_at")
+CHUNK_INTS = (
+    "attempt",
+    "count",
+    "bytes",
+    "processed",
+    "poll_gen",
+    "poll_step",
+    "fanout_pos",
+    "results_seen",
+    "fanout_runs",
+)
+CHUNK_FLOATS = (
+    "made_at",
+    "touched_at",
+    "intent_at",
+    "created_at",
+    "ended_at",
+    "polled_at",
+    "expires_at",
+)
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -55,13 +85,19 @@ class JobOptions:
 
     def canonical(self) -> bytes:
         """The options that define the job's content, for its fingerprint."""
-        return dumps({
-            "defaults": self.defaults, "on_result": self.on_result,
-            "on_complete": self.on_complete, "max_attempts": self.max_attempts,
-            "metadata": self.metadata, "accept_invalid": self.accept_invalid,
-            "max_cost_usd": self.max_cost_usd, "cache": self.cache,
-            "cache_scope": self.cache_scope,
-        })
+        return dumps(
+            {
+                "defaults": self.defaults,
+                "on_result": self.on_result,
+                "on_complete": self.on_complete,
+                "max_attempts": self.max_attempts,
+                "metadata": self.metadata,
+                "accept_invalid": self.accept_invalid,
+                "max_cost_usd": self.max_cost_usd,
+                "cache": self.cache,
+                "cache_scope": self.cache_scope,
+            }
+        )
 
     def to_json(self) -> bytes:
         return dumps(self.__dict__)
@@ -177,8 +213,16 @@ class Store:
                 out.append(Chunk(job_id, n, fields.get("state", ""), fields))
         return out
 
-    def transition(self, job_id: str, number: int, from_states: tuple[str, ...] | str,
-                   to_state: str, *, close: bool = False, **fields: Any) -> bool:
+    def transition(
+        self,
+        job_id: str,
+        number: int,
+        from_states: tuple[str, ...] | str,
+        to_state: str,
+        *,
+        close: bool = False,
+        **fields: Any,
+    ) -> bool:
         """Move a chunk from one of from_states to to_state; False if it was elsewhere."""
         if isinstance(from_states, str):
             from_states = (from_states,)
@@ -199,8 +243,9 @@ class Store:
         return bool(self.scripts.transition(keys=[job, job], args=[from_state, to_state, "0"]) == 1)
 
     def touch_chunk(self, job_id: str, number: int, **fields: Any) -> None:
-        self.r.hset(self.chunk_keys(job_id, number).meta,
-                    mapping={"touched_at": self.now(), **fields})
+        self.r.hset(
+            self.chunk_keys(job_id, number).meta, mapping={"touched_at": self.now(), **fields}
+        )
 
     def chunk_ids(self, job_id: str, number: int, start: int = 0, end: int = -1) -> list[str]:
         ids = self.r.lrange(self.chunk_keys(job_id, number).ids, start, end)
@@ -226,7 +271,7 @@ class Store:
                 yield unpack_obj(raw)
             return
         rejected: list[dict[str, Any]] = []
-        for name, raw in self.r.hscan_iter(keys.records, match="!*", count=1000):
+        for _name, raw in self.r.hscan_iter(keys.records, match="!*", count=1000):
             rejected.append(unpack_obj(raw))
         rejected.sort(key=lambda rec: rec.get("line", 0))
         ri = 0

@@ -1,4 +1,4 @@
-"""Input validation: one JSONL line or dict in, one ready-to-send batch request (or a reason) out."""
+"""Input validation: one JSONL line or dict in, a ready-to-send batch request (or a reason) out."""
 
 from __future__ import annotations
 

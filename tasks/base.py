@@ -36,8 +36,14 @@ class PipelineTask(Task):  # type: ignore[misc]
         except Defer as d:
             delay = min(d.delay_s, ctx.settings.max_countdown_s)
             _note_due(ctx, args, delay)
-            logs.event("task.deferred", level=10, task=self.name, delay_s=round(delay, 3),
-                       reason=d.reason, job_id=args[0] if args else None)
+            logs.event(
+                "task.deferred",
+                level=10,
+                task=self.name,
+                delay_s=round(delay, 3),
+                reason=d.reason,
+                job_id=args[0] if args else None,
+            )
             raise self.retry(countdown=delay) from None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from batchline.pipeline import jobs
+from batchline.pipeline.status import status
 from tasks.base import PipelineTask
 from workers.app import app
 from workers.runtime import context
@@ -13,7 +14,7 @@ from workers.runtime import context
 @app.task(name="batchline.get_job", base=PipelineTask, bind=True, ignore_result=False)
 def get_job(self: PipelineTask, job_id: str) -> dict[str, Any]:
     """The job's status: state, counts, batches, usage and cost."""
-    return jobs.status(context().store, job_id)
+    return status(context().store, job_id)
 
 
 @app.task(name="batchline.cancel_job", base=PipelineTask, bind=True, ignore_result=False)

@@ -42,11 +42,20 @@ def submit_job(
         base_defaults["max_tokens"] = settings.default_max_tokens
     options = JobOptions(
         defaults={**base_defaults, **check_defaults(defaults)},
-        on_result=on_result, on_complete=on_complete, hook_queue=hook_queue,
+        on_result=on_result,
+        on_complete=on_complete,
+        hook_queue=hook_queue,
         max_attempts=max_attempts if max_attempts is not None else settings.max_attempts,
-        metadata=metadata, accept_invalid=accept_invalid, webhook_url=webhook_url,
-        result_events=result_events, max_cost_usd=max_cost_usd, cache=cache,
+        metadata=metadata,
+        accept_invalid=accept_invalid,
+        webhook_url=webhook_url,
+        result_events=result_events,
+        max_cost_usd=max_cost_usd,
+        cache=cache,
         cache_scope=cache_scope,
     )
-    return dict(self.step(submit, job_id=job_id, options=options, requests=requests,
-                          source=source, upload=upload))
+    return dict(
+        self.step(
+            submit, job_id=job_id, options=options, requests=requests, source=source, upload=upload
+        )
+    )

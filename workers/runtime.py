@@ -1,4 +1,4 @@
-"""Per-process runtime: one Redis client, one SDK client and the pipeline context, rebuilt after fork."""
+"""Per-process runtime: Redis, the SDK client and the pipeline context, rebuilt after fork."""
 
 from __future__ import annotations
 
@@ -37,8 +37,7 @@ class CeleryDispatcher:
                 sent += 1
         return sent
 
-    def send_hook(self, name: str, args: tuple[Any, ...], task_id: str,
-                  queue: str | None) -> None:
+    def send_hook(self, name: str, args: tuple[Any, ...], task_id: str, queue: str | None) -> None:
         self.app.send_task(name, args=args, task_id=task_id, queue=queue or DEFAULT_HOOK_QUEUE)
 
 
@@ -50,9 +49,12 @@ def context() -> Context:
 
         settings = get_settings()
         r = redis.Redis.from_url(settings.state, health_check_interval=30)
-        _context = Context(settings=settings, store=Store(r, settings),
-                           dispatch=CeleryDispatcher(app),
-                           client_factory=lambda: api.make_client(settings))
+        _context = Context(
+            settings=settings,
+            store=Store(r, settings),
+            dispatch=CeleryDispatcher(app),
+            client_factory=lambda: api.make_client(settings),
+        )
     return _context
 
 

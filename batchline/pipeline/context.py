@@ -15,7 +15,7 @@ from batchline.settings import Settings
 from batchline.store import Store
 
 
-class Defer(Exception):  # noqa: N818 - a request, not an error
+class Defer(Exception):
     """Raised by a step to run its task again after `delay_s` (a countdown, never a sleep)."""
 
     def __init__(self, delay_s: float, reason: str):
@@ -31,8 +31,9 @@ class Dispatcher(Protocol):
 
     def send_many(self, name: str, args: Iterable[tuple[Any, ...]]) -> int: ...
 
-    def send_hook(self, name: str, args: tuple[Any, ...], task_id: str,
-                  queue: str | None) -> None: ...
+    def send_hook(
+        self, name: str, args: tuple[Any, ...], task_id: str, queue: str | None
+    ) -> None: ...
 
 
 @dataclass
@@ -58,9 +59,15 @@ class Context:
     def emit(self, job_id: str, type_: str, **data: Any) -> None:
         """Append a job event (a failure to do so is logged, never fatal to the step)."""
         try:
-            events.emit(self.store.r, self.settings.key_prefix, job_id, type_, data,
-                        self.settings.events_retention_s)
-        except Exception:  # noqa: BLE001 - events are best effort next to the state change
+            events.emit(
+                self.store.r,
+                self.settings.key_prefix,
+                job_id,
+                type_,
+                data,
+                self.settings.events_retention_s,
+            )
+        except Exception:
             logs.LOGGER.exception("event.emit_failed", extra={"fields": {"job_id": job_id}})
 
     def backoff_s(self, step: int, base: float | None = None, cap: float | None = None) -> float:

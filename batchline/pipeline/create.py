@@ -92,25 +92,31 @@ def _create_locked(ctx: Context, chunk: Chunk) -> None:
     fields = {"last_intent_at": now, "create_attempts": attempts + 1, "waiting": ""}
     if not chunk.fields.get("intent_at"):
         fields["intent_at"] = now
-    if not store.transition(chunk.job_id, chunk.number, ("pending", "creating"), "creating",
-                            **fields):
+    if not store.transition(
+        chunk.job_id, chunk.number, ("pending", "creating"), "creating", **fields
+    ):
         return
     try:
         batch = api.create(ctx.client, chunk_body(ctx, chunk))
     except OutcomeUnknown as exc:
-        logs.warning("batch.create_unknown", job_id=chunk.job_id, chunk=chunk.number,
-                     error=str(exc))
+        logs.warning(
+            "batch.create_unknown", job_id=chunk.job_id, chunk=chunk.number, error=str(exc)
+        )
         raise Defer(ctx.backoff_s(attempts), "create outcome unknown; reconcile next") from None
     except RetryableApiError as exc:
         if exc.status == 429 and exc.retry_after_s:
             ctx.limiter.pause(exc.retry_after_s)
         delay = exc.retry_after_s or ctx.backoff_s(attempts)
-        logs.warning("batch.create_retry", job_id=chunk.job_id, chunk=chunk.number,
-                     error=str(exc), delay_s=round(delay, 2))
+        logs.warning(
+            "batch.create_retry",
+            job_id=chunk.job_id,
+            chunk=chunk.number,
+            error=str(exc),
+            delay_s=round(delay, 2),
+        )
         raise Defer(delay, str(exc)) from None
     except PermanentApiError as exc:
-        logs.warning("batch.create_failed", job_id=chunk.job_id, chunk=chunk.number,
-                     error=str(exc))
+        logs.warning("batch.create_failed", job_id=chunk.job_id, chunk=chunk.number, error=str(exc))
         error = ErrorInfo(type=exc.error_type or "api_error", message=str(exc))
         store.touch_chunk(chunk.job_id, chunk.number, error=str(exc))
         close_chunk(ctx, chunk, "failed", error, from_states=("creating",))
@@ -128,8 +134,11 @@ def reconcile(ctx: Context, chunk: Chunk) -> MessageBatch | None:
     around the recorded intent, not claimed by another chunk. Extra matches are canceled."""
     store = ctx.store
     since = chunk.float("intent_at") - CLOCK_SKEW_S
-    until = chunk.float("last_intent_at", chunk.float("intent_at")) + ctx.settings.api_timeout_s \
+    until = (
+        chunk.float("last_intent_at", chunk.float("intent_at"))
+        + ctx.settings.api_timeout_s
         + CLOCK_SKEW_S
+    )
     candidates: list[MessageBatch] = []
     cursor: str | None = None
     while True:
@@ -176,26 +185,30 @@ def _sibling_creating(ctx: Context, chunk: Chunk) -> bool:
 def cancel_duplicate(ctx: Context, chunk: Chunk, batch_id: str) -> None:
     """Cancel a second batch made for one chunk, and report it on the job."""
     store = ctx.store
-    if not store.r.set(store.fleet.claimed(batch_id), f"dup:{chunk.ref}", nx=True,
-                       ex=ctx.settings.retention_s):
+    if not store.r.set(
+        store.fleet.claimed(batch_id), f"dup:{chunk.ref}", nx=True, ex=ctx.settings.retention_s
+    ):
         return
     try:
         ctx.limiter.take("cancel")
         api.cancel(ctx.client, batch_id)
     except (RetryableApiError, PermanentApiError) as exc:
-        logs.warning("batch.duplicate_cancel_failed", job_id=chunk.job_id, batch_id=batch_id,
-                     error=str(exc))
+        logs.warning(
+            "batch.duplicate_cancel_failed", job_id=chunk.job_id, batch_id=batch_id, error=str(exc)
+        )
     store.r.hincrby(store.keys(chunk.job_id).job, "duplicates_canceled", 1)
-    logs.warning("batch.duplicate_canceled", job_id=chunk.job_id, chunk=chunk.number,
-                 batch_id=batch_id)
+    logs.warning(
+        "batch.duplicate_canceled", job_id=chunk.job_id, chunk=chunk.number, batch_id=batch_id
+    )
 
 
 def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconciled: bool) -> None:
     """Claim the batch for the chunk, start its poll chain, and tell the job."""
     store = ctx.store
     job_id = chunk.job_id
-    claimed = store.r.set(store.fleet.claimed(batch.id), chunk.ref, nx=True,
-                          ex=ctx.settings.retention_s + 86400)
+    claimed = store.r.set(
+        store.fleet.claimed(batch.id), chunk.ref, nx=True, ex=ctx.settings.retention_s + 86400
+    )
     if not claimed:
         owner = store.r.get(store.fleet.claimed(batch.id))
         if owner is None or owner.decode() != chunk.ref:  # type: ignore[union-attr]
@@ -203,19 +216,40 @@ def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconcile
     times = api.batch_times(batch)
     now = store.now()
     moved = store.transition(
-        job_id, chunk.number, "creating", "in_progress",
-        batch_id=batch.id, created_at=times.get("created_at", now),
-        expires_at=times.get("expires_at", now + 86400), poll_gen=1, poll_step=0,
-        polled_at=now, status=batch.processing_status,
+        job_id,
+        chunk.number,
+        "creating",
+        "in_progress",
+        batch_id=batch.id,
+        created_at=times.get("created_at", now),
+        expires_at=times.get("expires_at", now + 86400),
+        poll_gen=1,
+        poll_step=0,
+        polled_at=now,
+        status=batch.processing_status,
     )
     if not moved:
         return
     store.job_transition(job_id, "pending", "running")
-    logs.event("batch.created", job_id=job_id, chunk=chunk.number, batch_id=batch.id,
-               requests=chunk.count, attempt=chunk.attempt, reconciled=reconciled)
-    ctx.emit(job_id, "batch.created", batch_id=batch.id, chunk=chunk.number,
-             requests=chunk.count, attempt=chunk.attempt)
+    logs.event(
+        "batch.created",
+        job_id=job_id,
+        chunk=chunk.number,
+        batch_id=batch.id,
+        requests=chunk.count,
+        attempt=chunk.attempt,
+        reconciled=reconciled,
+    )
+    ctx.emit(
+        job_id,
+        "batch.created",
+        batch_id=batch.id,
+        chunk=chunk.number,
+        requests=chunk.count,
+        attempt=chunk.attempt,
+    )
     if store.cancel_requested(job_id):
         ctx.dispatch.send("batchline.cancel_batch", (job_id, chunk.number, batch.id))
-    ctx.dispatch.send("batchline.poll_batch", (job_id, chunk.number, batch.id, 1),
-                      countdown=ctx.poll_delay_s(0))
+    ctx.dispatch.send(
+        "batchline.poll_batch", (job_id, chunk.number, batch.id, 1), countdown=ctx.poll_delay_s(0)
+    )

@@ -19,8 +19,12 @@ def poll_batch(ctx: Context, job_id: str, number: int, batch_id: str, gen: int) 
     """Retrieve the batch; reschedule while it runs, hand over to the fan-out once it ended."""
     store = ctx.store
     chunk = store.chunk(job_id, number)
-    if (chunk is None or chunk.state != "in_progress" or chunk.batch_id != batch_id
-            or chunk.int("poll_gen") != gen):
+    if (
+        chunk is None
+        or chunk.state != "in_progress"
+        or chunk.batch_id != batch_id
+        or chunk.int("poll_gen") != gen
+    ):
         return  # a stale chain: the batch ended, or the sweeper started a newer chain
     step = chunk.int("poll_step")
     try:
@@ -49,8 +53,9 @@ def poll_batch(ctx: Context, job_id: str, number: int, batch_id: str, gen: int) 
         logs.warning("batch.overdue", job_id=job_id, chunk=number, batch_id=batch_id)
         mark_ended(ctx, chunk, None, lost="overdue")
         return
-    store.touch_chunk(job_id, number, polled_at=now, poll_step=step + 1,
-                      status=batch.processing_status)
+    store.touch_chunk(
+        job_id, number, polled_at=now, poll_step=step + 1, status=batch.processing_status
+    )
     raise Defer(ctx.poll_delay_s(step + 1), f"batch {batch.processing_status}")
 
 
@@ -61,18 +66,34 @@ def mark_ended(ctx: Context, chunk: Chunk, batch: MessageBatch | None, lost: str
     fields: dict[str, object] = {"ended_at": now, "status": "ended", "lost": lost}
     if batch is not None:
         c = batch.request_counts
-        fields.update(results_url=batch.results_url or "", b_succeeded=c.succeeded,
-                      b_errored=c.errored, b_canceled=c.canceled, b_expired=c.expired)
+        fields.update(
+            results_url=batch.results_url or "",
+            b_succeeded=c.succeeded,
+            b_errored=c.errored,
+            b_canceled=c.canceled,
+            b_expired=c.expired,
+        )
         if batch.ended_at is not None:
             fields["ended_at"] = batch.ended_at.timestamp()
     if not store.transition(chunk.job_id, chunk.number, "in_progress", "ended", **fields):
         return
     ctx.limiter.release(chunk.ref)
-    logs.event("batch.ended", job_id=chunk.job_id, chunk=chunk.number, batch_id=chunk.batch_id,
-               lost=lost or None)
-    ctx.emit(chunk.job_id, "batch.ended", batch_id=chunk.batch_id, chunk=chunk.number,
-             counts={k: fields.get(f"b_{k}", 0) for k in
-                     ("succeeded", "errored", "canceled", "expired")})
+    logs.event(
+        "batch.ended",
+        job_id=chunk.job_id,
+        chunk=chunk.number,
+        batch_id=chunk.batch_id,
+        lost=lost or None,
+    )
+    ctx.emit(
+        chunk.job_id,
+        "batch.ended",
+        batch_id=chunk.batch_id,
+        chunk=chunk.number,
+        counts={
+            k: fields.get(f"b_{k}", 0) for k in ("succeeded", "errored", "canceled", "expired")
+        },
+    )
     ctx.dispatch.send("batchline.fan_out_results", (chunk.job_id, chunk.number, chunk.batch_id))
 
 

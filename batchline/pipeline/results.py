@@ -15,10 +15,9 @@ from batchline.pipeline.terminal import (
     NO_USAGE,
     Item,
     after,
+    deliver_hooks,
     finish,
     make_record,
-    resend_pending_hooks,
-    send_hooks,
 )
 from batchline.pricing import cost_nusd
 from batchline.store import Chunk
@@ -71,12 +70,22 @@ def _fan_out(ctx: Context, chunk: Chunk) -> None:
                     buffer = []
             _publish(ctx, chunk, buffer, seen)
         except RetryableApiError as exc:
-            logs.warning("results.interrupted", job_id=chunk.job_id, batch_id=chunk.batch_id,
-                         lines=seen, error=str(exc))
+            logs.warning(
+                "results.interrupted",
+                job_id=chunk.job_id,
+                batch_id=chunk.batch_id,
+                lines=seen,
+                error=str(exc),
+            )
             raise Defer(ctx.backoff_s(runs), "results stream interrupted; resuming") from None
     if seen < chunk.count and url and runs < MAX_FANOUT_RUNS:
-        logs.warning("results.short", job_id=chunk.job_id, batch_id=chunk.batch_id, lines=seen,
-                     expected=chunk.count)
+        logs.warning(
+            "results.short",
+            job_id=chunk.job_id,
+            batch_id=chunk.batch_id,
+            lines=seen,
+            expected=chunk.count,
+        )
         raise Defer(ctx.backoff_s(runs), "results stream ended early; reading again")
     store.touch_chunk(chunk.job_id, chunk.number, fanout_done=1, results_seen=seen)
     logs.event("results.fanned_out", job_id=chunk.job_id, batch_id=chunk.batch_id, lines=seen)
@@ -105,8 +114,12 @@ def _publish(ctx: Context, chunk: Chunk, buffer: list[tuple[str, bytes]], positi
         publish = []
         for (cid, line), ok in zip(buffer, known, strict=True):
             if not ok:
-                logs.warning("results.unknown_custom_id", job_id=chunk.job_id,
-                             batch_id=chunk.batch_id, custom_id=cid[:80] or None)
+                logs.warning(
+                    "results.unknown_custom_id",
+                    job_id=chunk.job_id,
+                    batch_id=chunk.batch_id,
+                    custom_id=cid[:80] or None,
+                )
                 continue
             pipe.hsetnx(ck.raw, cid, pack(line))
             publish.append((chunk.job_id, chunk.number, cid))
@@ -129,12 +142,19 @@ def _resolve_missing(ctx: Context, chunk: Chunk) -> None:
         flags = pipe.execute()
         missing += [cid for i, cid in enumerate(ids) if not flags[2 * i] and not flags[2 * i + 1]]
     if missing:
-        logs.warning("results.missing", job_id=chunk.job_id, batch_id=chunk.batch_id,
-                     requests=len(missing))
+        logs.warning(
+            "results.missing", job_id=chunk.job_id, batch_id=chunk.batch_id, requests=len(missing)
+        )
         for start in range(0, len(missing), FANOUT_SLICE):
-            record_outcomes(ctx, chunk.job_id, chunk.number,
-                            {cid: Outcome("retry", error=MISSING)
-                             for cid in missing[start : start + FANOUT_SLICE]})
+            record_outcomes(
+                ctx,
+                chunk.job_id,
+                chunk.number,
+                {
+                    cid: Outcome("retry", error=MISSING)
+                    for cid in missing[start : start + FANOUT_SLICE]
+                },
+            )
     else:
         fin = finish(ctx, chunk.job_id, chunk.number, [])
         after(ctx, chunk.job_id, chunk.number, fin)
@@ -144,8 +164,9 @@ def republish_unprocessed(ctx: Context, chunk: Chunk) -> int:
     """Publish process_result again for stored results nobody processed (a lost subtask)."""
     ck = ctx.store.keys(chunk.job_id).chunk(chunk.number)
     ids = [k.decode() for k in ctx.store.r.hkeys(ck.raw)]  # type: ignore[union-attr]
-    ctx.dispatch.send_many("batchline.process_result",
-                           [(chunk.job_id, chunk.number, cid) for cid in ids])
+    ctx.dispatch.send_many(
+        "batchline.process_result", [(chunk.job_id, chunk.number, cid) for cid in ids]
+    )
     if not ids:
         _resolve_missing(ctx, chunk)
     return len(ids)
@@ -162,7 +183,7 @@ def process_result(ctx: Context, job_id: str, number: int, api_id: str) -> None:
     raw, hook_pending = pipe.execute()
     if raw is None:
         if hook_pending:
-            resend_pending_hooks(ctx, job_id, [api_id])
+            deliver_hooks(ctx, job_id, [api_id])
         return  # processed already (a redelivered subtask)
     line = orjson.loads(unpack(raw))
     record_outcomes(ctx, job_id, number, {api_id: classify_result(line.get("result"))})
@@ -185,8 +206,12 @@ def record_outcomes(ctx: Context, job_id: str, number: int, outcomes: dict[str, 
     records: dict[str, dict[str, Any]] = {}
     for i, api_id in enumerate(ids):
         attempts = 1 + int(retried[i] or 0)
-        outcome = decide(outcomes[api_id], attempts=attempts, max_attempts=opts.max_attempts,
-                         job_canceled=canceled)
+        outcome = decide(
+            outcomes[api_id],
+            attempts=attempts,
+            max_attempts=opts.max_attempts,
+            job_canceled=canceled,
+        )
         if outcome.kind == "retry":
             items.append(Item(api_id, "retry", dumps(outcome.error)))
             continue
@@ -194,10 +219,19 @@ def record_outcomes(ctx: Context, job_id: str, number: int, outcomes: dict[str, 
         custom_id = originals[i].decode() if originals[i] else api_id
         rec = make_record(custom_id, outcome.kind, attempts, line, outcome.message, outcome.error)
         records[api_id] = rec
-        items.append(Item(api_id, outcome.kind, pack_obj(rec), hook=bool(opts.on_result),
-                          usage=_usage(ctx, outcome)))
+        items.append(
+            Item(
+                api_id,
+                outcome.kind,
+                pack_obj(rec),
+                hook=bool(opts.on_result),
+                usage=_usage(ctx, outcome),
+            )
+        )
     fin = finish(ctx, job_id, number, items)
-    send_hooks(ctx, job_id, {a: r for a, r in records.items() if a in fin.fresh})
+    if opts.on_result:
+        fresh = {a: r for a, r in records.items() if a in fin.fresh}
+        deliver_hooks(ctx, job_id, list(fresh), fresh)
     after(ctx, job_id, number, fin)
 
 
@@ -213,4 +247,3 @@ def _usage(ctx: Context, outcome: Outcome) -> tuple[int, int, int, int, int]:
         int(u.get("cache_read_input_tokens") or 0),
         cost_nusd(ctx.settings, model, u),
     )
-

@@ -20,10 +20,10 @@ def plan_retries(ctx: Context, job_id: str, number: int) -> None:
     keys = store.keys(job_id)
     ck = keys.chunk(number)
     moved, open_chunks, pool = store.scripts.plan(
-        keys=[ck.meta, ck.retry, keys.job, keys.retry_pool], args=[store.now()])
+        keys=[ck.meta, ck.retry, keys.job, keys.retry_pool], args=[store.now()]
+    )
     if moved == 1:
-        logs.event("chunk.done", job_id=job_id, chunk=number, open_chunks=open_chunks,
-                   pool=pool)
+        logs.event("chunk.done", job_id=job_id, chunk=number, open_chunks=open_chunks, pool=pool)
     if pool and (open_chunks <= 0 or pool >= ctx.settings.max_batch_requests):
         flush_pool(ctx, job_id)
     elif open_chunks <= 0:
@@ -52,8 +52,7 @@ def _cancel_pool(ctx: Context, job_id: str) -> int:
     pool = store.keys(job_id).retry_pool
     ended = 0
     while ids := [i.decode() for i in store.r.lrange(pool, 0, 999)]:  # type: ignore[union-attr]
-        record_outcomes(ctx, job_id, POOL_CHUNK, {i: Outcome("retry", error=CANCELED)
-                                                  for i in ids})  # type: ignore[arg-type]
+        record_outcomes(ctx, job_id, POOL_CHUNK, {i: Outcome("retry", error=CANCELED) for i in ids})  # type: ignore[arg-type]
         store.r.ltrim(pool, len(ids), -1)
         ended += len(ids)
     return ended
@@ -91,7 +90,8 @@ def _make_chunk(ctx: Context, job_id: str) -> bool:
     )
     if not attempt:
         return True  # the pool changed under us: look again
-    logs.event("chunk.retry_made", job_id=job_id, chunk=number, requests=taken,
-               attempt=int(attempt))
+    logs.event(
+        "chunk.retry_made", job_id=job_id, chunk=number, requests=taken, attempt=int(attempt)
+    )
     ctx.dispatch.send("batchline.create_batch", (job_id, number))
     return True

@@ -79,12 +79,20 @@ class Input:
 
 def _existing(ctx: Context, job_id: str) -> SubmitResult:
     f = ctx.store.job_fields(job_id)
-    return SubmitResult(job_id=job_id, accepted=int(f.get("accepted", 0)), rejected=[],
-                        existing=True)
+    return SubmitResult(
+        job_id=job_id, accepted=int(f.get("accepted", 0)), rejected=[], existing=True
+    )
 
 
-def submit(ctx: Context, *, job_id: str | None, options: JobOptions, requests: Any = None,
-           source: str | None = None, upload: str | None = None) -> SubmitResult:
+def submit(
+    ctx: Context,
+    *,
+    job_id: str | None,
+    options: JobOptions,
+    requests: Any = None,
+    source: str | None = None,
+    upload: str | None = None,
+) -> SubmitResult:
     """Validate and store a job, then start its creates; the same job_id twice is one job."""
     store, r = ctx.store, ctx.store.r
     job_id = job_id or new_job_id()
@@ -96,8 +104,10 @@ def submit(ctx: Context, *, job_id: str | None, options: JobOptions, requests: A
     fp = fingerprint(options, data.digest())
     keys = store.keys(job_id)
     lease = store.fleet.lease(f"ingest:{job_id}")
-    state, old_fp = (v.decode() if isinstance(v, bytes) else v for v in
-                     store.scripts.claim_job(keys=[keys.job], args=[fp, store.now()]))
+    state, old_fp = (
+        v.decode() if isinstance(v, bytes) else v
+        for v in store.scripts.claim_job(keys=[keys.job], args=[fp, store.now()])
+    )
     if state != "new":
         if old_fp != fp:
             raise JobConflict(f"job {job_id!r} exists with different content")
@@ -123,12 +133,21 @@ def _ingest(ctx: Context, job_id: str, options: JobOptions, data: Input) -> Subm
     if result.accepted == 0 and result.rejected_count == 0:
         raise refuse(store, job_id, ingest, "the input has no requests")
     if result.rejected_count and not options.accept_invalid:
-        raise refuse(store, job_id, ingest,
-                     f"{result.rejected_count} invalid line(s), nothing was sent", result.rejected)
+        raise refuse(
+            store,
+            job_id,
+            ingest,
+            f"{result.rejected_count} invalid line(s), nothing was sent",
+            result.rejected,
+        )
     if options.max_cost_usd is not None and result.estimated_cost_usd > options.max_cost_usd:
-        raise refuse(store, job_id, ingest,
-                     f"estimated cost ${result.estimated_cost_usd:.4f} exceeds the budget "
-                     f"max_cost_usd=${options.max_cost_usd:.4f}; nothing was sent")
+        raise refuse(
+            store,
+            job_id,
+            ingest,
+            f"estimated cost ${result.estimated_cost_usd:.4f} exceeds the budget "
+            f"max_cost_usd=${options.max_cost_usd:.4f}; nothing was sent",
+        )
     if result.rejected:
         ingest.rejected_records()
     now = store.now()
@@ -140,10 +159,21 @@ def _ingest(ctx: Context, job_id: str, options: JobOptions, data: Input) -> Subm
     if data.upload:
         pipe.delete(data.upload)
     pipe.execute()
-    logs.event("job.created", job_id=job_id, accepted=result.accepted,
-               rejected=result.rejected_count, chunks=result.chunks)
-    ctx.emit(job_id, "job.created", accepted=result.accepted, rejected=result.rejected_count,
-             batches=result.chunks, metadata=options.metadata)
+    logs.event(
+        "job.created",
+        job_id=job_id,
+        accepted=result.accepted,
+        rejected=result.rejected_count,
+        chunks=result.chunks,
+    )
+    ctx.emit(
+        job_id,
+        "job.created",
+        accepted=result.accepted,
+        rejected=result.rejected_count,
+        batches=result.chunks,
+        metadata=options.metadata,
+    )
     for n in ingest.chunk_numbers:
         ctx.dispatch.send("batchline.create_batch", (job_id, n))
     if result.accepted == 0:

@@ -7,7 +7,7 @@ from collections import Counter
 from batchline import logs
 from batchline.pipeline.context import Context
 from batchline.pipeline.retries import flush_pool
-from batchline.pipeline.terminal import resend_pending_hooks
+from batchline.pipeline.terminal import deliver_hooks
 from batchline.store import Chunk
 
 
@@ -32,8 +32,14 @@ def sweep(ctx: Context) -> dict[str, int]:
             action = _rearm(ctx, chunk, now)
             if action:
                 done[action] += 1
-                logs.warning("sweep.rearmed", job_id=job_id, chunk=chunk.number,
-                             batch_id=chunk.batch_id, action=action, state=chunk.state)
+                logs.warning(
+                    "sweep.rearmed",
+                    job_id=job_id,
+                    chunk=chunk.number,
+                    batch_id=chunk.batch_id,
+                    action=action,
+                    state=chunk.state,
+                )
         done.update(_job_level(ctx, job_id))
     return dict(done)
 
@@ -78,20 +84,27 @@ def _job_level(ctx: Context, job_id: str) -> Counter[str]:
     if open_chunks <= 0 and store.r.llen(keys.retry_pool):
         out["flush"] += flush_pool(ctx, job_id) or 1
     remaining = int(f.get("accepted") or 0) - sum(
-        int(f.get(k) or 0) for k in ("succeeded", "failed", "canceled"))
+        int(f.get(k) or 0) for k in ("succeeded", "failed", "canceled")
+    )
     if remaining <= 0:
         ctx.dispatch.send("batchline.finalize_job", (job_id,))
         out["finalize"] += 1
-    # Hooks recorded but still unsent on two sweeps in a row lost their sender.
-    pending = {m.decode() for m in store.r.smembers(keys.hooks_pending)}  # type: ignore[union-attr]
-    seen_key = f"{keys.hooks_pending}:seen"
-    seen = {m.decode() for m in store.r.smembers(seen_key)}  # type: ignore[union-attr]
-    stale = sorted(pending & seen)
-    if stale:
-        resend_pending_hooks(ctx, job_id, stale)
-        out["hooks"] += len(stale)
-    store.r.delete(seen_key)
-    if pending - set(stale):
-        store.r.sadd(seen_key, *(pending - set(stale)))
-        store.r.expire(seen_key, ctx.settings.retention_s)
+    out["hooks"] += _stale_hooks(ctx, job_id)
     return out
+
+
+def _stale_hooks(ctx: Context, job_id: str) -> int:
+    """Hook marks still unsent on two sweeps in a row lost their sender: send them now."""
+    r = ctx.store.r
+    keys = ctx.store.keys(job_id)
+    unsent = {m.decode() for m in r.sunion(keys.hooks_pending, keys.hooks_sending)}  # type: ignore[union-attr]
+    seen = {m.decode() for m in r.smembers(keys.hooks_seen)}  # type: ignore[union-attr]
+    stale = sorted(unsent & seen)
+    for m in stale:  # a claim whose worker died goes back to pending, to be claimed again
+        r.smove(keys.hooks_sending, keys.hooks_pending, m)
+    sent = deliver_hooks(ctx, job_id, stale)
+    r.delete(keys.hooks_seen)
+    if unsent - set(stale):
+        r.sadd(keys.hooks_seen, *(unsent - set(stale)))
+        r.expire(keys.hooks_seen, ctx.settings.retention_s)
+    return sent

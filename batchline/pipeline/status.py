@@ -1,0 +1,64 @@
+"""The job as callers see it: state, counts per terminal state, batches, usage and cost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchline.pricing import NANO
+from batchline.store import Store
+from batchline.wire import loads
+
+USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
+def status(store: Store, job_id: str, with_batches: bool = True) -> dict[str, Any]:
+    """The job as callers see it: state, counts, batches, usage and cost."""
+    f = store.job_fields(job_id)
+
+    def num(name: str) -> int:
+        return int(f.get(name) or 0)
+
+    counts = {name: num(name) for name in ("total", "succeeded", "failed", "canceled", "rejected")}
+    counts["in_flight"] = (
+        num("accepted") - counts["succeeded"] - counts["failed"] - counts["canceled"]
+    )
+    state = f.get("state", "pending")
+    if state == "ingesting":
+        state = "pending"
+    out: dict[str, Any] = {
+        "job_id": job_id,
+        "state": state,
+        "counts": counts,
+        "usage": {name: num(name) for name in USAGE_FIELDS},
+        "cost_usd": round(num("cost_nusd") / NANO, 6),
+        "estimated_cost_usd": float(f.get("estimated_cost_usd") or 0),
+        "retried": num("retried"),
+        "cache_hits": num("cache_hits"),
+        "deduplicated": num("deduplicated"),
+        "duplicates_canceled": num("duplicates_canceled"),
+        "metadata": loads(f["metadata"]) if f.get("metadata") else None,
+        "submitted_at": float(f.get("submitted_at") or f.get("created_at") or 0),
+        "ended_at": float(f["ended_at"]) if f.get("ended_at") else None,
+    }
+    if with_batches:
+        out["batches"] = [
+            {
+                "chunk": c.number,
+                "batch_id": c.batch_id,
+                "attempt": c.attempt,
+                "status": c.state,
+                "requests": c.count,
+                "processed": c.int("processed"),
+                "counts": {
+                    k: c.int(f"b_{k}") for k in ("succeeded", "errored", "canceled", "expired")
+                },
+                "error": c.fields.get("error") or None,
+            }
+            for c in store.chunks(job_id)
+        ]
+    return out
