@@ -83,7 +83,9 @@ class Stack:
 
 
 @pytest.fixture
-def stack_factory(tmp_path: Path, redis_server: RedisServer, emulator_factory: Any) -> Iterator[Any]:
+def stack_factory(
+    tmp_path: Path, redis_server: RedisServer, emulator_factory: Any
+) -> Iterator[Any]:
     """Start a stack with chosen settings and emulator flags (workers started by the test)."""
     stacks: list[Stack] = []
 
