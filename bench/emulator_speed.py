@@ -129,7 +129,7 @@ def run(requests: int = DEFAULT_REQUESTS) -> dict[str, Any]:
     body_bytes = len(orjson.dumps({"requests": payload}))
 
     null_port = _free_port()
-    null_cmd = [sys.executable, "-m", "bench.emulator_speed", "--null-server", str(null_port)]
+    null_cmd = [sys.executable, str(Path(__file__).resolve()), "--null-server", str(null_port)]
     with _server(null_cmd, "/ready", null_port):
         null_create_s, _ = _timed_create(null_port, payload)
 

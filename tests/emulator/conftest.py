@@ -66,7 +66,7 @@ def async_sdk(emu: Emulator, **kwargs: Any) -> anthropic.AsyncAnthropic:
     )
 
 
-def req(custom_id: str, text: str = "hello", **params: Any) -> dict[str, Any]:
+def req(custom_id: str, text: str = "hello", **params: Any) -> Any:
     """One batch request whose last user message is `text`."""
     return {
         "custom_id": custom_id,

@@ -28,7 +28,7 @@ def test_x_api_key_header_is_accepted_raw_and_through_the_sdk(emu) -> None:
     assert response.json()["type"] == "message_batch"
     # The SDK's own Authorization header is left out, so only x-api-key is sent
     headers = {"x-api-key": API_KEY, "Authorization": anthropic.Omit()}
-    with sdk(emu, default_headers=headers) as c:  # type: ignore[dict-item]
+    with sdk(emu, default_headers=headers) as c:
         raw = c.messages.batches.with_raw_response.list()
         assert raw.http_request.headers["x-api-key"] == API_KEY
         assert "authorization" not in raw.http_request.headers

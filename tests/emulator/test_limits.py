@@ -45,7 +45,7 @@ def test_duplicate_custom_id_is_refused_by_name(client, emu) -> None:
 
 
 def test_request_without_params_is_refused(client, emu) -> None:
-    _bad_request(client, [{"custom_id": "a"}])  # type: ignore[list-item]
+    _bad_request(client, [{"custom_id": "a"}])
 
 
 def test_more_requests_than_the_limit_is_413(client, emu) -> None:
@@ -154,7 +154,7 @@ def test_bad_params_error_one_request_not_the_create(
 ) -> None:
     # Given a batch where one request's params are invalid
     batch = client.messages.batches.create(
-        requests=[{"custom_id": custom_id, "params": params}, req("good")]  # type: ignore[list-item]
+        requests=[{"custom_id": custom_id, "params": params}, req("good")]
     )
     # Then the create succeeds, and that request alone errors with invalid_request_error
     ended = wait_ended(client, batch.id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 import pytest
 
@@ -20,8 +22,8 @@ RESULT_ERROR_TYPES = [
 ]
 
 
-def _run(client: anthropic.Anthropic, requests: list[dict]) -> tuple:  # type: ignore[type-arg]
-    batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+def _run(client: anthropic.Anthropic, requests: list[Any]) -> tuple[Any, dict[str, Any]]:
+    batch = client.messages.batches.create(requests=requests)
     ended = wait_ended(client, batch.id)
     return ended, results_by_id(client, batch.id)
 
