@@ -12,6 +12,8 @@ import click
 import orjson
 import redis
 
+from batchline.cli_events import events, webhooks
+from batchline.cli_ops import doctor
 from batchline.emulator.cli import emulator
 from batchline.errors import BatchlineError
 from batchline.redaction import redact_url
@@ -302,3 +304,6 @@ def demo(
 
 
 main.add_command(emulator)
+main.add_command(events)
+main.add_command(webhooks)
+main.add_command(doctor)

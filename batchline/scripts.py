@@ -38,7 +38,8 @@ return 1
 """
 
 # Record results, each at most once per chunk. KEYS: job, chunk meta, chunk done set,
-# chunk raw results, records, chunk retry list, hooks pending, last errors, requests.
+# chunk raw results, records, chunk retry list, hooks pending, last errors, requests,
+# fleet stats (the same counters summed over every job, for metrics).
 # ARGV: n, then per item 9 values: api id, outcome (succeeded|failed|canceled|retry),
 # record or error blob, hook flag, input, output, cache-write, cache-read tokens, cost (nUSD).
 # Returns {processed in chunk, chunk count, remaining in job, fresh items...}.
@@ -68,12 +69,18 @@ for i = 0, n - 1 do
   end
 end
 for k, v in pairs(job_incr) do
-  if v > 0 then redis.call('HINCRBY', KEYS[1], k, v) end
+  if v > 0 then
+    redis.call('HINCRBY', KEYS[1], k, v)
+    redis.call('HINCRBY', KEYS[10], 'requests:' .. k, v)
+  end
 end
 local names = {'input_tokens', 'output_tokens', 'cache_creation_input_tokens',
                'cache_read_input_tokens', 'cost_nusd'}
 for u = 1, 5 do
-  if usage[u] > 0 then redis.call('HINCRBY', KEYS[1], names[u], usage[u]) end
+  if usage[u] > 0 then
+    redis.call('HINCRBY', KEYS[1], names[u], usage[u])
+    redis.call('HINCRBY', KEYS[10], names[u], usage[u])
+  end
 end
 local processed, count = 0, 0
 if has_meta and #fresh > 0 then
@@ -137,7 +144,7 @@ return attempt
 """
 
 # Mark a job completed (or canceled) once nothing remains. KEYS: job, active jobs set,
-# hooks pending. ARGV: now, job id, 1 when an on_complete hook must be sent. Returns the
+# hooks pending, fleet stats. ARGV: now, job id, 1 when an on_complete hook must be sent. Returns the
 # final state, or '' when already final, or 'running' when requests remain.
 FINALIZE = """
 local st = redis.call('HGET', KEYS[1], 'state')
@@ -150,6 +157,7 @@ local final = 'completed'
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then final = 'canceled' end
 redis.call('HSET', KEYS[1], 'state', final, 'ended_at', ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('HINCRBY', KEYS[4], 'jobs:' .. final, 1)
 if ARGV[3] == '1' then redis.call('SADD', KEYS[3], '!complete') end
 return final
 """

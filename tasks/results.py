@@ -13,5 +13,7 @@ def fan_out_results(self: PipelineTask, job_id: str, chunk: int, batch_id: str) 
 
 
 @app.task(name="batchline.process_result", base=PipelineTask, bind=True)
-def process_result(self: PipelineTask, job_id: str, chunk: int, custom_id: str) -> None:
-    self.step(results.process_result, job_id, chunk, custom_id)
+def process_result(
+    self: PipelineTask, job_id: str, chunk: int, batch_id: str, custom_id: str
+) -> None:
+    self.step(results.process_result, job_id, chunk, batch_id, custom_id)

@@ -122,7 +122,7 @@ def _publish(ctx: Context, chunk: Chunk, buffer: list[tuple[str, bytes]], positi
                 )
                 continue
             pipe.hsetnx(ck.raw, cid, pack(line))
-            publish.append((chunk.job_id, chunk.number, cid))
+            publish.append((chunk.job_id, chunk.number, chunk.batch_id, cid))
         pipe.execute()
         ctx.dispatch.send_many("batchline.process_result", publish)
     store.touch_chunk(chunk.job_id, chunk.number, fanout_pos=position)
@@ -165,14 +165,15 @@ def republish_unprocessed(ctx: Context, chunk: Chunk) -> int:
     ck = ctx.store.keys(chunk.job_id).chunk(chunk.number)
     ids = [k.decode() for k in ctx.store.r.hkeys(ck.raw)]  # type: ignore[union-attr]
     ctx.dispatch.send_many(
-        "batchline.process_result", [(chunk.job_id, chunk.number, cid) for cid in ids]
+        "batchline.process_result",
+        [(chunk.job_id, chunk.number, chunk.batch_id, cid) for cid in ids],
     )
     if not ids:
         _resolve_missing(ctx, chunk)
     return len(ids)
 
 
-def process_result(ctx: Context, job_id: str, number: int, api_id: str) -> None:
+def process_result(ctx: Context, job_id: str, number: int, batch_id: str, api_id: str) -> None:
     """Classify one stored result and record its outcome exactly once."""
     store = ctx.store
     keys = store.keys(job_id)
@@ -186,10 +187,18 @@ def process_result(ctx: Context, job_id: str, number: int, api_id: str) -> None:
             deliver_hooks(ctx, job_id, [api_id])
         return  # processed already (a redelivered subtask)
     line = orjson.loads(unpack(raw))
-    record_outcomes(ctx, job_id, number, {api_id: classify_result(line.get("result"))})
+    record_outcomes(
+        ctx, job_id, number, {api_id: classify_result(line.get("result"))}, batch_id=batch_id
+    )
 
 
-def record_outcomes(ctx: Context, job_id: str, number: int, outcomes: dict[str, Outcome]) -> None:
+def record_outcomes(
+    ctx: Context,
+    job_id: str,
+    number: int | str,
+    outcomes: dict[str, Outcome],
+    batch_id: str | None = None,
+) -> None:
     """Apply retry limits and the job's state to outcomes, record them, send hooks."""
     store = ctx.store
     keys = store.keys(job_id)
@@ -229,10 +238,42 @@ def record_outcomes(ctx: Context, job_id: str, number: int, outcomes: dict[str, 
             )
         )
     fin = finish(ctx, job_id, number, items)
+    fresh = {a: r for a, r in records.items() if a in fin.fresh}
+    for rec in fresh.values():
+        logs.event(
+            f"request.{rec['state']}",
+            job_id=job_id,
+            batch_id=batch_id,
+            custom_id=rec["custom_id"],
+            attempts=rec["attempts"],
+        )
+        if opts.result_events and rec["state"] in ("succeeded", "failed"):
+            ctx.emit(
+                job_id,
+                f"result.{rec['state']}",
+                custom_id=rec["custom_id"],
+                attempts=rec["attempts"],
+                error=rec.get("error"),
+                batch_id=batch_id,
+            )
     if opts.on_result:
-        fresh = {a: r for a, r in records.items() if a in fin.fresh}
         deliver_hooks(ctx, job_id, list(fresh), fresh)
+    if fresh:
+        progress(ctx, job_id)
     after(ctx, job_id, number, fin)
+
+
+def progress(ctx: Context, job_id: str) -> None:
+    """A job.progress event, at most once per progress_event_interval_s per job."""
+    interval_ms = int(ctx.settings.progress_event_interval_s * 1000)
+    lock = ctx.store.fleet.lease(f"progress:{job_id}")
+    if interval_ms and not ctx.store.r.set(lock, "1", nx=True, px=interval_ms):
+        return
+    f = ctx.store.job_fields(job_id)
+    counts = {
+        k: int(f.get(k) or 0) for k in ("total", "succeeded", "failed", "canceled", "rejected")
+    }
+    ctx.emit(job_id, "job.progress", counts=counts)
 
 
 def _usage(ctx: Context, outcome: Outcome) -> tuple[int, int, int, int, int]:

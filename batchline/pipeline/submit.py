@@ -156,6 +156,8 @@ def _ingest(ctx: Context, job_id: str, options: JobOptions, data: Input) -> Subm
     pipe.hset(keys.job, mapping=job_fields(options, result, now))
     pipe.zadd(store.fleet.jobs, {job_id: now})
     pipe.sadd(store.fleet.active_jobs, job_id)
+    pipe.hincrby(store.fleet.stats, "jobs:submitted", 1)
+    pipe.hincrby(store.fleet.stats, "requests:rejected", result.rejected_count)
     if data.upload:
         pipe.delete(data.upload)
     pipe.execute()

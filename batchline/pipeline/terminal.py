@@ -80,6 +80,7 @@ def finish(ctx: Context, job_id: str, number: int | str, items: Sequence[Item]) 
             keys.hooks_pending,
             keys.last_errors,
             keys.requests,
+            ctx.store.fleet.stats,
         ],
         args=args,
     )
@@ -137,9 +138,9 @@ def deliver_hooks(
     return len(claimed)
 
 
-def after(ctx: Context, job_id: str, number: int, fin: Finished, *, plan: bool = True) -> None:
-    """Schedule what a recorded outcome makes due: retry planning, job completion."""
-    if plan and fin.count and fin.processed >= fin.count:
+def after(ctx: Context, job_id: str, number: int | str, fin: Finished) -> None:
+    """Schedule what recorded outcomes make due: retry planning, job completion."""
+    if isinstance(number, int) and fin.count and fin.processed >= fin.count:
         ctx.dispatch.send("batchline.plan_retries", (job_id, number))
     if fin.remaining <= 0:
         ctx.dispatch.send("batchline.finalize_job", (job_id,))
