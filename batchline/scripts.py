@@ -114,7 +114,7 @@ while true do
   local id = redis.call('LMOVE', KEYS[2], KEYS[4], 'LEFT', 'RIGHT')
   if not id then break end
 end
-redis.call('HSET', KEYS[1], 'state', 'done', 'touched_at', ARGV[1])
+redis.call('HSET', KEYS[1], 'state', 'done', 'touched_at', ARGV[1], 'done_at', ARGV[1])
 local open = redis.call('HINCRBY', KEYS[3], 'open_chunks', -1)
 return {1, open, redis.call('LLEN', KEYS[4])}
 """

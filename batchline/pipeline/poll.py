@@ -63,7 +63,12 @@ def mark_ended(ctx: Context, chunk: Chunk, batch: MessageBatch | None, lost: str
     """Record the end of a batch once and start its fan-out."""
     store = ctx.store
     now = store.now()
-    fields: dict[str, object] = {"ended_at": now, "status": "ended", "lost": lost}
+    fields: dict[str, object] = {
+        "ended_at": now,
+        "seen_ended_at": now,
+        "status": "ended",
+        "lost": lost,
+    }
     if batch is not None:
         c = batch.request_counts
         fields.update(

@@ -49,7 +49,7 @@ def fan_out_results(ctx: Context, job_id: str, number: int, batch_id: str) -> No
 def _fan_out(ctx: Context, chunk: Chunk) -> None:
     store = ctx.store
     runs = chunk.int("fanout_runs") + 1
-    store.touch_chunk(chunk.job_id, chunk.number, fanout_runs=runs)
+    store.touch_chunk(chunk.job_id, chunk.number, fanout_runs=runs, fanout_started_at=store.now())
     seen = 0
     url = chunk.fields.get("results_url")
     if url:
@@ -87,7 +87,9 @@ def _fan_out(ctx: Context, chunk: Chunk) -> None:
             expected=chunk.count,
         )
         raise Defer(ctx.backoff_s(runs), "results stream ended early; reading again")
-    store.touch_chunk(chunk.job_id, chunk.number, fanout_done=1, results_seen=seen)
+    store.touch_chunk(
+        chunk.job_id, chunk.number, fanout_done=1, results_seen=seen, fanout_done_at=store.now()
+    )
     logs.event("results.fanned_out", job_id=chunk.job_id, batch_id=chunk.batch_id, lines=seen)
     _resolve_missing(ctx, chunk)
 
