@@ -164,7 +164,7 @@ def build_params(obj: Any, defaults: Mapping[str, Any]) -> tuple[str | None, dic
         for key, value in obj.items():
             if key in ("custom_id", "prompt"):
                 continue
-            if key not in KNOWN_PARAMS and key not in SAMPLING_PARAMS:
+            if key not in KNOWN_PARAMS and key not in SAMPLING_PARAMS and key != "stream":
                 raise InvalidLine(f"unknown field: {key}")
             params[key] = value
         if has_prompt:
