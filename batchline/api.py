@@ -86,6 +86,8 @@ def translated(*, create: bool = False) -> Iterator[None]:
     except anthropic.APIConnectionError as exc:
         cls = OutcomeUnknown if create else RetryableApiError
         raise cls(f"connection failed: {exc.message}") from None
+    except httpx2.TransportError as exc:  # while reading a streamed body, past the SDK
+        raise RetryableApiError(f"connection failed while reading: {exc}") from None
 
 
 class RawLines(JSONLDecoder[_T]):

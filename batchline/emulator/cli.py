@@ -103,8 +103,9 @@ def emulator(host: str, port: int, **flags: Any) -> None:
     "echo: " + the text of its last user message; the directives [[emulate:errored:TYPE]],
     [[emulate:errored-once:TYPE]], [[emulate:expired]] and [[emulate:expired-once]] in that
     text force an outcome. Admin endpoints (no key): GET /_emulator/stats,
-    GET /_emulator/calls, GET|POST /_emulator/config (JSON keys = flag names, plus
-    lost_create_next and fail_next), POST /_emulator/reset.
+    GET /_emulator/calls, GET|POST /_emulator/config (JSON keys = flag names, plus the
+    one-shot lost_create_next, fail_next, truncate_results_next and unknown_results_next),
+    POST /_emulator/reset.
     """
     from batchline.emulator.app import serve
 

@@ -63,6 +63,10 @@ class EmulatorConfig:
     max_requests: int = API_MAX_BATCH_REQUESTS
     max_body_bytes: int = API_MAX_BATCH_BODY_BYTES
     lost_create_next: int = 0
+    # The next N results downloads stop after half their lines (connection cut mid-stream).
+    truncate_results_next: int = 0
+    # The next N results downloads carry one extra line for a custom_id never submitted.
+    unknown_results_next: int = 0
     fail_next: list[FailNext] = field(default_factory=list)
 
     @classmethod
@@ -219,5 +223,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_requests": _positive_int,
     "max_body_bytes": _positive_int,
     "lost_create_next": _non_negative_int,
+    "truncate_results_next": _non_negative_int,
+    "unknown_results_next": _non_negative_int,
     "fail_next": _fail_next,
 }

@@ -8,9 +8,14 @@ from batchline.emulator.batches import ENDED, IN_PROGRESS, Batch, custom_ids_dig
 from batchline.emulator.intake import evaluate_requests, gc_paused, parse_requests, read_body
 from batchline.emulator.outcomes import Evaluator, strict_sampling
 from batchline.emulator.ratelimit import retry_after_header
-from batchline.emulator.results import result_chunks
+from batchline.emulator.results import LINES_PER_CHUNK, result_chunks
 from batchline.emulator.state import EmulatorState
 from batchline.emulator.wire import ApiError, json_response
+
+UNKNOWN_RESULT_LINE = (
+    b'{"custom_id":"never-submitted","result":{"type":"errored","error":{"type":"error",'
+    b'"error":{"type":"not_found_error","message":"no such request"},"request_id":"req_x"}}}\n'
+)
 
 DEFAULT_LIST_LIMIT = 20
 MAX_LIST_LIMIT = 1000
@@ -140,12 +145,28 @@ async def results(request: web.Request, state: EmulatorState) -> web.StreamRespo
         raise ApiError(
             400, f"message batch {batch.id!r} is still processing: its results are not ready"
         )
+    config = state.config
+    truncate = config.truncate_results_next > 0
+    if truncate:
+        config.truncate_results_next -= 1
+    unknown = config.unknown_results_next > 0
+    if unknown:
+        config.unknown_results_next -= 1
     response = web.StreamResponse(status=200)
     response.content_type = RESULTS_CONTENT_TYPE
     await response.prepare(request)
     try:
-        for chunk in result_chunks(batch):
+        if unknown:
+            state.stats.record_fault("unknown_results_next")
+            await response.write(UNKNOWN_RESULT_LINE)
+        lines_per_chunk = max(1, batch.request_count // 2) if truncate else LINES_PER_CHUNK
+        for chunk in result_chunks(batch, lines_per_chunk):
             await response.write(chunk)
+            if truncate:  # cut the stream after the first half of the lines
+                state.stats.record_fault("truncate_results_next")
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
         await response.write_eof()
     except ConnectionError:
         pass  # the client stopped reading: nothing left to send it

@@ -44,6 +44,8 @@ class EmulatorState:
         self.cache_seen.clear()
         self.config.fail_next.clear()
         self.config.lost_create_next = 0
+        self.config.truncate_results_next = 0
+        self.config.unknown_results_next = 0
         self.faults.reseed()
 
 

@@ -41,7 +41,12 @@ def test_help_documents_every_flag_and_its_environment_variable() -> None:
 
 
 def test_every_config_key_is_a_flag(emu) -> None:
-    runtime_only = {"lost_create_next", "fail_next"}
+    runtime_only = {
+        "lost_create_next",
+        "fail_next",
+        "truncate_results_next",
+        "unknown_results_next",
+    }
     assert set(admin(emu, "GET", "config")) - runtime_only == {key for key in FLAGS.values() if key}
 
 

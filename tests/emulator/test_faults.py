@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 import httpx2
 import pytest
@@ -195,3 +197,35 @@ def test_transient_404_on_the_first_retrieve_of_each_batch(emulator_factory) -> 
             assert client.messages.batches.retrieve(batch.id).id == batch.id
             assert client.messages.batches.retrieve(batch.id).id == batch.id
     assert emu.stats()["faults_by_source"] == {"transient_404": 2}
+
+
+def test_truncated_and_unknown_results_faults(emulator_factory: Any) -> None:
+    emu = emulator_factory("--processing-seconds", "0")
+    client = anthropic.Anthropic(base_url=emu.base_url, api_key=API_KEY, max_retries=0)
+    batch = client.messages.batches.create(
+        requests=[
+            {
+                "custom_id": f"r{i}",
+                "params": {
+                    "model": "m",
+                    "max_tokens": 5,
+                    "messages": [{"role": "user", "content": f"q{i}"}],
+                },
+            }
+            for i in range(10)
+        ]
+    )
+    emu.configure(unknown_results_next=1)
+    ids = [r.custom_id for r in client.messages.batches.results(batch.id)]
+    assert "never-submitted" in ids and len(ids) == 11
+    emu.configure(truncate_results_next=1)
+    seen: list[str] = []
+    with pytest.raises(httpx2.TransportError):  # raised while iterating, past the SDK
+        for r in client.messages.batches.results(batch.id):
+            seen.append(r.custom_id)
+    assert 0 < len(seen) < 10  # cut mid-stream
+    assert len(list(client.messages.batches.results(batch.id))) == 10
+    assert emu.stats()["faults_by_source"] == {
+        "unknown_results_next": 1,
+        "truncate_results_next": 1,
+    }
