@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +56,13 @@ class _Pending:
 class Ingest:
     """Writes validated requests of one job into Redis and cuts them into chunks."""
 
-    def __init__(self, store: Store, job_id: str, options: JobOptions):
+    def __init__(
+        self,
+        store: Store,
+        job_id: str,
+        options: JobOptions,
+        on_flush: Callable[[], object] | None = None,
+    ):
         self.store = store
         self.job_id = job_id
         self.options = options
@@ -68,6 +74,7 @@ class Ingest:
         self.result = IngestResult()
         self.chunk_sizes: dict[int, list[int]] = {}  # chunk -> [count, bytes]
         self.chunk_numbers: list[int] = []
+        self.on_flush = on_flush
 
     def run(self, items: Iterable[tuple[int, Item]]) -> IngestResult:
         s = self.store.settings
@@ -108,6 +115,8 @@ class Ingest:
         if not self.pending:
             return
         replies = self.pipe.execute()
+        if self.on_flush is not None:
+            self.on_flush()
         i = 0
         for p in self.pending:
             created = replies[i]

@@ -144,8 +144,8 @@ return attempt
 """
 
 # Mark a job completed (or canceled) once nothing remains. KEYS: job, active jobs set,
-# hooks pending, fleet stats. ARGV: now, job id, 1 when an on_complete hook must be sent. Returns the
-# final state, or '' when already final, or 'running' when requests remain.
+# hooks pending, fleet stats. ARGV: now, job id, 1 when an on_complete hook must be sent.
+# Returns the final state, '' when already final, or 'running' when requests remain.
 FINALIZE = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if st == 'completed' or st == 'canceled' then return '' end

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(3600, ge=1)
     results_prefetch: int = Field(16, ge=1)
 
+    # How long a worker may hold an exclusive step (create, fan-out, ingest) without renewing
+    # it; a worker that dies holding one is replaced after this long.
+    lease_s: float = Field(60.0, gt=0)
+
     # --- sweeper ---
     sweep_interval_s: float = Field(60.0, gt=0)
     stall_after_s: float | None = None  # default: two poll max intervals plus a minute

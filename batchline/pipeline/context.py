@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import anthropic
 
 from batchline import events, logs
+from batchline.lease import Lease
 from batchline.limiter import Limiter
 from batchline.settings import Settings
 from batchline.store import Store
@@ -55,6 +56,10 @@ class Context:
         if self._client is None:
             self._client = self.client_factory()
         return self._client
+
+    def lease(self, name: str) -> Lease:
+        """An exclusive, renewable lease on a step, held at most `lease_s` unrenewed."""
+        return Lease(self.store.r, self.store.fleet.lease(name), self.settings.lease_s)
 
     def emit(self, job_id: str, type_: str, **data: Any) -> None:
         """Append a job event (a failure to do so is logged, never fatal to the step)."""

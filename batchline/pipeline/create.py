@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from anthropic.types.messages import MessageBatch
 
@@ -10,6 +10,7 @@ from batchline import api, logs
 from batchline.classify import CANCELED
 from batchline.errors import OutcomeUnknown, PermanentApiError, RateLimited, RetryableApiError
 from batchline.ingest import blob_wire
+from batchline.lease import Lease
 from batchline.pipeline.context import Context, Defer
 from batchline.pipeline.terminal import close_chunk
 from batchline.store import Chunk
@@ -21,7 +22,7 @@ CLOCK_SKEW_S = 120.0
 READ_SLICE = 500
 
 
-def chunk_body(ctx: Context, chunk: Chunk) -> api.StreamedBody:
+def chunk_body(ctx: Context, chunk: Chunk, renew: Callable[[], object]) -> api.StreamedBody:
     """The create body, streamed from Redis a slice of requests at a time."""
     store = ctx.store
     requests_key = store.keys(chunk.job_id).requests
@@ -40,6 +41,7 @@ def chunk_body(ctx: Context, chunk: Chunk) -> api.StreamedBody:
                 if blob is None:
                     raise RuntimeError(f"request {api_id} of {chunk.ref} is missing from Redis")
                 wires.append(blob_wire(blob))
+            renew()  # still alive: keep the create lease while the body streams
             piece = (b"," if start else b"") + b",".join(wires)
             sent += len(piece)
             yield piece
@@ -66,17 +68,16 @@ def create_batch(ctx: Context, job_id: str, number: int) -> None:
     if not ctx.limiter.admit(chunk.ref, chunk.count):
         store.touch_chunk(job_id, number, waiting="admission")
         raise Defer(ADMISSION_WAIT_S, "waiting for room in the processing queue")
-    lease = store.fleet.lease(f"create:{chunk.ref}")
-    lease_s = int(ctx.settings.api_timeout_s + 60)
-    if not store.r.set(lease, "1", nx=True, ex=lease_s):
+    lease = ctx.lease(f"create:{chunk.ref}")
+    if not lease.acquire():
         raise Defer(LEASE_WAIT_S, "another worker is creating this chunk")
     try:
-        _create_locked(ctx, chunk)
+        _create_locked(ctx, chunk, lease)
     finally:
-        store.r.delete(lease)
+        lease.release()
 
 
-def _create_locked(ctx: Context, chunk: Chunk) -> None:
+def _create_locked(ctx: Context, chunk: Chunk, lease: Lease) -> None:
     store = ctx.store
     attempts = chunk.int("create_attempts")
     if chunk.state == "creating":
@@ -97,7 +98,7 @@ def _create_locked(ctx: Context, chunk: Chunk) -> None:
     ):
         return
     try:
-        batch = api.create(ctx.client, chunk_body(ctx, chunk))
+        batch = api.create(ctx.client, chunk_body(ctx, chunk, lease.renew))
     except OutcomeUnknown as exc:
         logs.warning(
             "batch.create_unknown", job_id=chunk.job_id, chunk=chunk.number, error=str(exc)
@@ -229,6 +230,10 @@ def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconcile
         status=batch.processing_status,
     )
     if not moved:
+        current = store.chunk(job_id, chunk.number)
+        if current is not None and current.batch_id not in (None, batch.id):
+            # Two creates raced (a lease ran out under a slow upload): keep the first.
+            cancel_duplicate(ctx, chunk, batch.id)
         return
     store.job_transition(job_id, "pending", "running")
     logs.event(

@@ -10,6 +10,7 @@ from batchline import api, logs
 from batchline.classify import MISSING, Outcome, classify_result, decide
 from batchline.errors import RateLimited, RetryableApiError
 from batchline.ingest import blob_header
+from batchline.lease import Lease
 from batchline.pipeline.context import Context, Defer
 from batchline.pipeline.terminal import (
     NO_USAGE,
@@ -25,7 +26,6 @@ from batchline.wire import dumps, pack, pack_obj, unpack
 
 FANOUT_SLICE = 1000
 MAX_FANOUT_RUNS = 5
-FANOUT_LEASE_S = 600
 
 
 def fan_out_results(ctx: Context, job_id: str, number: int, batch_id: str) -> None:
@@ -37,16 +37,16 @@ def fan_out_results(ctx: Context, job_id: str, number: int, batch_id: str) -> No
     if chunk.fields.get("fanout_done") == "1":
         republish_unprocessed(ctx, chunk)
         return
-    lease = store.fleet.lease(f"fanout:{chunk.ref}")
-    if not store.r.set(lease, "1", nx=True, ex=FANOUT_LEASE_S):
-        raise Defer(5, "another worker is fanning out this batch")
+    lease = ctx.lease(f"fanout:{chunk.ref}")
+    if not lease.acquire():
+        raise Defer(ctx.settings.lease_s / 2, "another worker is fanning out this batch")
     try:
-        _fan_out(ctx, chunk)
+        _fan_out(ctx, chunk, lease)
     finally:
-        store.r.delete(lease)
+        lease.release()
 
 
-def _fan_out(ctx: Context, chunk: Chunk) -> None:
+def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
     store = ctx.store
     runs = chunk.int("fanout_runs") + 1
     store.touch_chunk(chunk.job_id, chunk.number, fanout_runs=runs, fanout_started_at=store.now())
@@ -68,6 +68,8 @@ def _fan_out(ctx: Context, chunk: Chunk) -> None:
                 if len(buffer) >= FANOUT_SLICE:
                     _publish(ctx, chunk, buffer, seen)
                     buffer = []
+                    if not lease.renew():
+                        raise Defer(0, "fan-out lease lost; another worker resumes")
             _publish(ctx, chunk, buffer, seen)
         except RetryableApiError as exc:
             logs.warning(

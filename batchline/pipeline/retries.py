@@ -10,7 +10,6 @@ from batchline.ingest import blob_wire
 from batchline.pipeline.context import Context
 from batchline.pipeline.results import record_outcomes
 
-FLUSH_LEASE_S = 300
 POOL_CHUNK = "pool"  # pseudo chunk whose done-set guards pool requests ended without a batch
 
 
@@ -33,8 +32,8 @@ def plan_retries(ctx: Context, job_id: str, number: int) -> None:
 def flush_pool(ctx: Context, job_id: str) -> int:
     """Turn the pool into retry chunks (or cancel it when the job was canceled)."""
     store = ctx.store
-    lease = store.fleet.lease(f"flush:{job_id}")
-    if not store.r.set(lease, "1", nx=True, ex=FLUSH_LEASE_S):
+    lease = ctx.lease(f"flush:{job_id}")
+    if not lease.acquire():
         return 0  # another worker is flushing; the sweeper checks again later
     try:
         if store.cancel_requested(job_id):
@@ -44,7 +43,7 @@ def flush_pool(ctx: Context, job_id: str) -> int:
             made += 1
         return made
     finally:
-        store.r.delete(lease)
+        lease.release()
 
 
 def _cancel_pool(ctx: Context, job_id: str) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 from batchline import logs
 from batchline.errors import JobConflict, JobRefused
 from batchline.ingest import Ingest, fingerprint, job_fields, refuse
+from batchline.lease import Lease
 from batchline.pipeline.context import Context, Defer
 from batchline.sources import (
     Item,
@@ -25,7 +26,6 @@ from batchline.store import JobOptions
 from batchline.wire import SubmitResult
 
 JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-INGEST_LEASE_S = 900
 READ_BLOCK = 1024 * 1024
 
 
@@ -94,7 +94,7 @@ def submit(
     upload: str | None = None,
 ) -> SubmitResult:
     """Validate and store a job, then start its creates; the same job_id twice is one job."""
-    store, r = ctx.store, ctx.store.r
+    store = ctx.store
     job_id = job_id or new_job_id()
     if not isinstance(job_id, str) or not JOB_ID.match(job_id):
         raise JobRefused("job_id must be 1-128 characters of letters, digits, . _ : -")
@@ -103,7 +103,7 @@ def submit(
     data = Input(ctx, requests, source, upload)
     fp = fingerprint(options, data.digest())
     keys = store.keys(job_id)
-    lease = store.fleet.lease(f"ingest:{job_id}")
+    lease = ctx.lease(f"ingest:{job_id}")
     state, old_fp = (
         v.decode() if isinstance(v, bytes) else v
         for v in store.scripts.claim_job(keys=[keys.job], args=[fp, store.now()])
@@ -113,22 +113,24 @@ def submit(
             raise JobConflict(f"job {job_id!r} exists with different content")
         if state != "ingesting":
             return _existing(ctx, job_id)
-        if not r.set(lease, "1", nx=True, ex=INGEST_LEASE_S):
-            raise Defer(5, f"job {job_id} is being ingested by another worker")
+        if not lease.acquire():
+            raise Defer(ctx.settings.lease_s / 2, f"job {job_id} is being ingested elsewhere")
         # A worker died mid-ingest: start over from a clean slate.
         store.delete_job(job_id)
         store.scripts.claim_job(keys=[keys.job], args=[fp, store.now()])
-    elif not r.set(lease, "1", nx=True, ex=INGEST_LEASE_S):
-        raise Defer(5, f"job {job_id} is being ingested by another worker")
+    elif not lease.acquire():
+        raise Defer(ctx.settings.lease_s / 2, f"job {job_id} is being ingested elsewhere")
     try:
-        return _ingest(ctx, job_id, options, data)
+        return _ingest(ctx, job_id, options, data, lease)
     finally:
-        r.delete(lease)
+        lease.release()
 
 
-def _ingest(ctx: Context, job_id: str, options: JobOptions, data: Input) -> SubmitResult:
+def _ingest(
+    ctx: Context, job_id: str, options: JobOptions, data: Input, lease: Lease
+) -> SubmitResult:
     store, r = ctx.store, ctx.store.r
-    ingest = Ingest(store, job_id, options)
+    ingest = Ingest(store, job_id, options, on_flush=lease.renew)
     result = ingest.run(data.items())
     if result.accepted == 0 and result.rejected_count == 0:
         raise refuse(store, job_id, ingest, "the input has no requests")

@@ -55,7 +55,7 @@ def _rearm(ctx: Context, chunk: Chunk, now: float) -> str | None:
         return None
     job_id, n = chunk.job_id, chunk.number
     if chunk.state == "pending" or (
-        chunk.state == "creating" and not store.r.exists(store.fleet.lease(f"create:{chunk.ref}"))
+        chunk.state == "creating" and not ctx.lease(f"create:{chunk.ref}").held()
     ):
         store.touch_chunk(job_id, n)
         ctx.dispatch.send("batchline.create_batch", (job_id, n))
