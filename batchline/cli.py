@@ -13,12 +13,43 @@ import orjson
 import redis
 
 from batchline.cli_events import events, webhooks
-from batchline.cli_ops import doctor
+from batchline.cli_ops import doctor, metrics
 from batchline.emulator.cli import emulator
 from batchline.errors import BatchlineError
 from batchline.redaction import redact_url
 
 F = TypeVar("F", bound=Callable[..., Any])
+INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
+
+
+def user_error(exc: Exception) -> click.ClickException | None:
+    """The one line to show for a user's mistake or an unreachable service, else None."""
+    from kombu.exceptions import OperationalError
+    from pydantic import ValidationError
+
+    if isinstance(exc, BatchlineError):
+        return click.ClickException(str(exc))
+    if isinstance(exc, ValidationError):
+        from batchline.doctor import settings_problem
+
+        return click.ClickException(settings_problem(exc))
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        from batchline.settings import get_settings
+
+        url = redact_url(get_settings().state)
+        why = " ".join(str(exc).split())
+        hint = " (check the password in BATCHLINE_REDIS_URL)" if "auth" in why.lower() else ""
+        return click.ClickException(f"cannot reach Redis at {url}: {why}{hint}")
+    if isinstance(exc, OperationalError):
+        from batchline.settings import get_settings
+
+        url = redact_url(get_settings().broker)
+        return click.ClickException(f"cannot reach the broker at {url}: {exc}")
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+        return click.ClickException(f"{exc.strerror}: {exc.filename}")
+    if isinstance(exc, TimeoutError):
+        return click.ClickException(str(exc))
+    return None
 
 
 def user_errors(fn: F) -> F:
@@ -28,19 +59,28 @@ def user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except BatchlineError as exc:
-            raise click.ClickException(str(exc)) from None
-        except redis.exceptions.ConnectionError as exc:
-            from batchline.settings import get_settings
-
-            url = redact_url(get_settings().state)
-            raise click.ClickException(f"cannot reach Redis at {url}: {exc}") from None
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            raise click.ClickException(f"{exc.strerror}: {exc.filename}") from None
-        except TimeoutError as exc:
-            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            err = user_error(exc)
+            if err is None:
+                raise
+            raise err from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class BatchlineGroup(click.Group):
+    """The command group: every command's user errors become one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            err = user_error(exc)
+            if err is None:
+                raise
+            raise err from None
 
 
 def _client() -> Any:
@@ -61,12 +101,19 @@ def follow(
 
     view = JobProgress(plain=plain)
     try:
-        return client.wait(job_id, interval_s=interval_s, on_progress=view.update)  # type: ignore[no-any-return]
+        return client.wait(job_id, interval_s=interval_s, on_progress=view.update)
+    except KeyboardInterrupt:
+        view.close()
+        click.echo(
+            f"stopped watching; job {job_id} goes on (`batchline status {job_id} --watch`)",
+            err=True,
+        )
+        sys.exit(INTERRUPTED)
     finally:
         view.close()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=BatchlineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="batchline")
 def main() -> None:
     """Run bulk Claude work through the Message Batches API."""
@@ -271,6 +318,7 @@ def jobs(limit: int, as_json: bool) -> None:
     show_default=True,
     help="How long the emulator takes per batch.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @user_errors
 def demo(
     no_emulator: bool,
@@ -279,6 +327,7 @@ def demo(
     workers: int,
     concurrency: int,
     processing_seconds: float,
+    as_json: bool,
 ) -> None:
     """Run the bundled example job end to end on this machine, then stop everything."""
     from pathlib import Path
@@ -289,8 +338,10 @@ def demo(
         import anthropic
 
         try:
-            anthropic.Anthropic()
+            sdk = anthropic.Anthropic()
         except anthropic.AnthropicError:
+            sdk = None
+        if sdk is None or not (sdk.api_key or sdk.auth_token):
             raise click.ClickException("--no-emulator needs ANTHROPIC_API_KEY") from None
     outcome = demo_mod.run_demo(
         example=Path(example) if example else demo_mod.EXAMPLE,
@@ -300,6 +351,17 @@ def demo(
         concurrency=concurrency,
         processing_seconds=processing_seconds,
     )
+    if as_json:
+        _json(
+            {
+                "job_id": outcome.job_id,
+                "seconds": round(outcome.seconds, 3),
+                "output": str(outcome.output),
+                "records": dict(outcome.states),
+                "status": outcome.status,
+            }
+        )
+        return
     demo_mod.print_summary(outcome)
 
 
@@ -307,3 +369,4 @@ main.add_command(emulator)
 main.add_command(events)
 main.add_command(webhooks)
 main.add_command(doctor)
+main.add_command(metrics)

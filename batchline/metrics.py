@@ -1,0 +1,338 @@
+"""Prometheus metrics Flower does not give, read from Redis at each scrape (`batchline metrics`)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from batchline import logs
+from batchline.keys import FleetKeys
+from batchline.pricing import NANO
+from batchline.redaction import redact_url
+from batchline.settings import Settings
+from batchline.store import CLOSED_CHUNK_STATES, OPEN_CHUNK_STATES
+from workers.queues import Queue
+
+REDIS_TIMEOUT_S = 5.0
+# A scrape walks the chunks of at most this many active jobs (the rest are counted by state only).
+MAX_JOBS_WALKED = 2000
+# kombu's Redis transport keeps a queue's priority levels in lists named queue + SEP + level.
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+UNACKED_KEY = "unacked"
+
+REQUEST_STATES = ("succeeded", "failed", "canceled", "rejected")
+JOB_FINAL_STATES = ("completed", "canceled")
+ACTIVE_JOB_STATES = ("ingesting", "pending", "running")  # always exported, zero or not
+TOKEN_KINDS = {
+    "input_tokens": "input",
+    "output_tokens": "output",
+    "cache_creation_input_tokens": "cache_creation_input",
+    "cache_read_input_tokens": "cache_read_input",
+}
+KNOWN_STATS = (
+    {f"requests:{s}" for s in REQUEST_STATES}
+    | {f"jobs:{s}" for s in ("submitted", *JOB_FINAL_STATES)}
+    | set(TOKEN_KINDS)
+    | {"cost_nusd", "api_429"}
+)
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _int(v: bytes | str | None) -> int:
+    try:
+        return int(v) if v not in (None, b"", "") else 0
+    except ValueError:
+        return 0
+
+
+class FleetCollector(Collector):
+    """Jobs, requests, batches, queues, API calls, tokens and cost, straight from Redis."""
+
+    def __init__(self, settings: Settings, state: redis.Redis, broker: redis.Redis | None = None):
+        self.settings = settings
+        self.state = state
+        self.broker = broker or state
+        self.shared = broker is None
+        self.fleet = FleetKeys(settings.key_prefix)
+
+    def describe(self) -> Iterable[Metric]:
+        # Registering must not touch Redis: an unreachable Redis still starts the exporter.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        up = GaugeMetricFamily(
+            "batchline_redis_up", "1 when the last scrape could read this Redis", labels=["role"]
+        )
+        # Each Redis is read whole before anything is yielded: a scrape never mixes a
+        # half-read Redis with a zero `up`.
+        try:
+            yield from list(self._state_metrics())
+            up.add_metric(["state"], 1)
+        except redis.RedisError as exc:
+            logs.warning("metrics.redis_unreachable", role="state", error=str(exc))
+            up.add_metric(["state"], 0)
+        try:
+            yield from list(self._broker_metrics())
+            if not self.shared:
+                up.add_metric(["broker"], 1)
+        except redis.RedisError as exc:
+            logs.warning("metrics.redis_unreachable", role="broker", error=str(exc))
+            if not self.shared:
+                up.add_metric(["broker"], 0)
+        yield up
+        took = GaugeMetricFamily(
+            "batchline_scrape_duration_seconds", "Time this scrape spent reading Redis"
+        )
+        took.add_metric([], time.perf_counter() - started)
+        yield took
+
+    # --- job state (the state Redis) ---
+
+    def _state_metrics(self) -> Iterator[Metric]:
+        r, f = self.state, self.fleet
+        pipe = r.pipeline(transaction=False)
+        pipe.hgetall(f.stats)
+        pipe.smembers(f.active_jobs)
+        pipe.hvals(f.in_flight)
+        pipe.llen(f.admission)
+        pipe.pttl(f.pause)
+        pipe.zcard(f.jobs)
+        stats_raw, active_raw, held_raw, waiting, pause_ms, retained = pipe.execute()
+        stats = {_text(k): _int(v) for k, v in stats_raw.items()}
+        active = sorted(_text(j) for j in active_raw)
+
+        yield from self._counters(stats)
+
+        jobs = GaugeMetricFamily(
+            "batchline_jobs", "Jobs not yet completed or canceled, by state", labels=["state"]
+        )
+        job_states = self._job_states(active)
+        by_state = dict.fromkeys(ACTIVE_JOB_STATES, 0)
+        for st in job_states.values():
+            by_state[st] = by_state.get(st, 0) + 1
+        for st, n in sorted(by_state.items()):
+            jobs.add_metric([st], n)
+        yield jobs
+        kept = GaugeMetricFamily(
+            "batchline_jobs_retained", "Jobs whose state is still in Redis (within retention)"
+        )
+        kept.add_metric([], retained)
+        yield kept
+
+        batches = GaugeMetricFamily(
+            "batchline_batches",
+            "Batches (chunks) of the jobs not yet finished, by state",
+            labels=["state"],
+        )
+        chunk_states = dict.fromkeys((*OPEN_CHUNK_STATES, *CLOSED_CHUNK_STATES), 0)
+        chunk_states.update(self._chunk_states(active[:MAX_JOBS_WALKED]))
+        for st, n in sorted(chunk_states.items()):
+            batches.add_metric([st], n)
+        yield batches
+
+        held = [_int(v) for v in held_raw]
+        gauges = (
+            (
+                "batchline_batches_in_flight",
+                "Batches created (or being created) at the API and not yet ended",
+                len(held),
+            ),
+            (
+                "batchline_batches_waiting_admission",
+                "Batches waiting for room under the in-flight request cap",
+                waiting,
+            ),
+            (
+                "batchline_requests_in_flight",
+                "Requests in batches at the API that have not ended",
+                sum(held),
+            ),
+            (
+                "batchline_requests_in_flight_limit",
+                "The in-flight request cap (BATCHLINE_MAX_IN_FLIGHT_REQUESTS)",
+                self.settings.max_in_flight_requests,
+            ),
+            (
+                "batchline_api_pause_seconds",
+                "Seconds left of the fleet-wide pause after a 429",
+                max(0, pause_ms) / 1000 if pause_ms and pause_ms > 0 else 0,
+            ),
+        )
+        for name, doc, value in gauges:
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], value)
+            yield g
+
+        yield from self._memory(r, "state")
+
+    def _counters(self, stats: dict[str, int]) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "batchline_requests",
+            "Requests that reached a terminal state, by state",
+            labels=["state"],
+        )
+        for st in REQUEST_STATES:
+            requests.add_metric([st], stats.get(f"requests:{st}", 0))
+        yield requests
+        submitted = CounterMetricFamily("batchline_jobs_submitted", "Jobs accepted")
+        submitted.add_metric([], stats.get("jobs:submitted", 0))
+        yield submitted
+        finished = CounterMetricFamily(
+            "batchline_jobs_finished", "Jobs that ended, by final state", labels=["state"]
+        )
+        for st in JOB_FINAL_STATES:
+            finished.add_metric([st], stats.get(f"jobs:{st}", 0))
+        yield finished
+        calls = CounterMetricFamily(
+            "batchline_api_calls",
+            "Calls to the Message Batches API, by endpoint",
+            labels=["endpoint"],
+        )
+        for key in sorted(k for k in stats if k.startswith("api_calls:")):
+            calls.add_metric([key.split(":", 1)[1]], stats[key])
+        yield calls
+        limited = CounterMetricFamily(
+            "batchline_api_rate_limited", "Answers of HTTP 429 from the API"
+        )
+        limited.add_metric([], stats.get("api_429", 0))
+        yield limited
+        tokens = CounterMetricFamily(
+            "batchline_tokens", "Tokens billed for finished requests, by kind", labels=["kind"]
+        )
+        for field, kind in TOKEN_KINDS.items():
+            tokens.add_metric([kind], stats.get(field, 0))
+        yield tokens
+        cost = CounterMetricFamily(
+            "batchline_cost_usd", "Cost of finished requests at batch prices, in USD"
+        )
+        cost.add_metric([], stats.get("cost_nusd", 0) / NANO)
+        yield cost
+        other = CounterMetricFamily(
+            "batchline_counter",
+            "Other fleet counters of the stats hash in Redis, by name",
+            labels=["name"],
+        )
+        for key in sorted(k for k in stats if k not in KNOWN_STATS):
+            if not key.startswith("api_calls:"):
+                other.add_metric([key], stats[key])
+        yield other
+
+    def _job_states(self, active: list[str]) -> dict[str, str]:
+        pipe = self.state.pipeline(transaction=False)
+        for job_id in active:
+            pipe.hget(f"{self.settings.key_prefix}:job:{job_id}", "state")
+        out = {}
+        for job_id, st in zip(active, pipe.execute(), strict=True):
+            if st is not None:
+                out[job_id] = _text(st)
+        return out
+
+    def _chunk_states(self, active: list[str]) -> dict[str, int]:
+        prefix = self.settings.key_prefix
+        pipe = self.state.pipeline(transaction=False)
+        for job_id in active:
+            pipe.lrange(f"{prefix}:job:{job_id}:chunks", 0, -1)
+        numbers = pipe.execute()
+        pipe = self.state.pipeline(transaction=False)
+        for job_id, ns in zip(active, numbers, strict=True):
+            for n in ns:
+                pipe.hget(f"{prefix}:job:{job_id}:c:{_text(n)}", "state")
+        counts: dict[str, int] = {}
+        for st in pipe.execute():
+            if st is not None:
+                counts[_text(st)] = counts.get(_text(st), 0) + 1
+        return counts
+
+    # --- the broker: queue depths per stage ---
+
+    def _broker_metrics(self) -> Iterator[Metric]:
+        pipe = self.broker.pipeline(transaction=False)
+        for q in Queue:
+            for step in PRIORITY_STEPS:
+                pipe.llen(q.value if step == 0 else f"{q.value}{PRIORITY_SEP}{step}")
+        pipe.hlen(UNACKED_KEY)
+        values = pipe.execute()
+        depth = GaugeMetricFamily(
+            "batchline_queue_messages",
+            "Messages waiting in a stage's queue (not yet taken by a worker)",
+            labels=["queue"],
+        )
+        n = len(PRIORITY_STEPS)
+        for i, q in enumerate(Queue):
+            depth.add_metric([q.value], sum(values[i * n : (i + 1) * n]))
+        yield depth
+        unacked = GaugeMetricFamily(
+            "batchline_broker_unacked_messages",
+            "Messages taken by workers and not yet acknowledged (running or waiting for a "
+            "countdown)",
+        )
+        unacked.add_metric([], values[-1])
+        yield unacked
+        if not self.shared:
+            yield from self._memory(self.broker, "broker")
+
+    def _memory(self, r: redis.Redis, role: str) -> Iterator[Metric]:
+        info: dict[str, Any] = r.info("memory")
+        used = GaugeMetricFamily(
+            "batchline_redis_memory_used_bytes", "Memory Redis uses", labels=["role"]
+        )
+        used.add_metric([role], float(info.get("used_memory", 0)))
+        yield used
+        limit = GaugeMetricFamily(
+            "batchline_redis_memory_max_bytes", "Redis maxmemory (0: no limit)", labels=["role"]
+        )
+        limit.add_metric([role], float(info.get("maxmemory", 0)))
+        yield limit
+
+
+def make_registry(settings: Settings) -> CollectorRegistry:
+    """A registry holding only Batchline's collector (no process metrics of the exporter)."""
+    kw: dict[str, Any] = {
+        "socket_timeout": REDIS_TIMEOUT_S,
+        "socket_connect_timeout": REDIS_TIMEOUT_S,
+    }
+    state = redis.Redis.from_url(settings.state, **kw)
+    broker = (
+        None if settings.broker == settings.state else redis.Redis.from_url(settings.broker, **kw)
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(settings, state, broker))
+    return registry
+
+
+def render(settings: Settings) -> bytes:
+    """One scrape's worth of metrics in Prometheus text format."""
+    return generate_latest(make_registry(settings))
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Serve /metrics on host:port until SIGTERM or SIGINT."""
+    registry = make_registry(settings)
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    logs.event("metrics.serving", host=host, port=port, redis=redact_url(settings.state))
+    stop = threading.Event()
+
+    def _stop(*_: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        thread.join(5)
