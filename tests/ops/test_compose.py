@@ -1,0 +1,435 @@
+"""The compose stack, checked by parsing: no container engine runs where the tests do.
+
+The file is validated against the Compose specification's JSON schema, interpolated the way
+compose does it, and its commands are parsed by the very programs that will run them and
+compared with the commands the rest of the test suite starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from batchline.localstack import PROJECT_ROOT, Beat, Emulator, Worker
+from tests.ops.support import FLOWER_ENTRY, flower_argv, metrics_argv
+
+COMPOSE = PROJECT_ROOT / "docker-compose.yml"
+ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
+DOCKERFILE = PROJECT_ROOT / "Dockerfile"
+ENTRYPOINT = PROJECT_ROOT / "docker" / "entrypoint.sh"
+SCHEMA = Path(__file__).with_name("compose-spec.json")
+
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|API_KEY|TOKEN|BASIC_AUTH")
+REQUIRED_REF = re.compile(r"^\$\{([A-Z][A-Z0-9_]*):\?[^}]+\}$")
+VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+# Values a person is given to fill in (an example file may hold nothing else for a secret).
+PLACEHOLDERS = {"", "change-me", "changeme"}
+
+
+class Unset(Exception):
+    """A required variable (${NAME:?message}) is missing: compose refuses to start."""
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's variable interpolation: ${A}, ${A:-d}, ${A-d}, ${A:?err}, ${A?err}, $$."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        have = env.get(name)
+        # With a colon, empty counts as unset.
+        missing = not have if op in (":-", ":?") else have is None
+        if op in (":?", "?") and missing:
+            raise Unset(f"{name}: {arg}")
+        if op in (":-", "-") and missing:
+            return arg
+        return have or ""
+
+    return VAR.sub(one, value)
+
+
+def load() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())  # type: ignore[no-any-return]
+
+
+def env_example() -> dict[str, str]:
+    out = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            out[name.strip()] = value.strip()
+    return out
+
+
+def resolved() -> dict[str, Any]:
+    """The file as compose sees it with .env.example filled in with a password and a login."""
+    env = {**env_example(), "REDIS_PASSWORD": "s3cr3tpass", "FLOWER_BASIC_AUTH": "ops:pw"}
+    return interpolate(load(), env)  # type: ignore[no-any-return]
+
+
+def command(service: dict[str, Any]) -> list[str]:
+    cmd = service["command"]
+    return shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
+
+
+def captured(proc: Any, *args: Any, **kwargs: Any) -> list[str]:
+    """The argv the test suite's process class would start (without starting it)."""
+    seen: list[list[str]] = []
+
+    class Captured(Exception):
+        pass
+
+    def spawn(cmd: list[str], env: dict[str, str] | None = None) -> None:
+        seen.append(cmd)
+        raise Captured
+
+    p = proc(*args, **kwargs)
+    p._spawn = spawn
+    with pytest.raises(Captured):
+        p.start()
+    return [Path(seen[0][0]).name, *seen[0][1:]]
+
+
+def flags(argv: list[str]) -> set[str]:
+    return {a.split("=", 1)[0] for a in argv if a.startswith("-")}
+
+
+# --- the file itself ---
+
+
+def test_compose_file_is_valid_against_the_compose_specification() -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a test dependency")
+    schema = json.loads(SCHEMA.read_text())
+    # Both as written (with ${...} placeholders) and as compose resolves it.
+    validator = jsonschema.Draft7Validator(schema)
+    validator.validate(load())
+    validator.validate(resolved())
+
+
+def test_services_and_what_they_run() -> None:
+    services = resolved()["services"]
+    assert set(services) == {
+        "redis",
+        "worker",
+        "worker-api",
+        "beat",
+        "flower",
+        "metrics",
+        "emulator",
+    }
+    # Only the emulator is optional; everything else starts with a plain `docker compose up`.
+    assert [n for n, s in services.items() if s.get("profiles")] == ["emulator"]
+    assert services["emulator"]["profiles"] == ["emulator"]
+    built = {n for n, s in services.items() if s.get("build")}
+    assert built == set(services) - {"redis"}
+    for name in built:
+        assert services[name]["image"] == services["worker"]["image"]
+
+
+def test_every_long_running_service_has_a_health_check() -> None:
+    services = resolved()["services"]
+    for name, svc in services.items():
+        if name == "beat":
+            continue  # beat answers nothing; the sweeper's effect shows in the metrics
+        check = svc.get("healthcheck")
+        assert check and check["test"][0] in ("CMD", "CMD-SHELL"), name
+        assert check.get("interval") and check.get("retries"), name
+    assert services["redis"]["healthcheck"]["test"] == [
+        "CMD-SHELL",
+        "redis-cli ping | grep -q PONG",
+    ]
+    # redis-cli authenticates through REDISCLI_AUTH, never an -a argument.
+    assert "REDISCLI_AUTH" in services["redis"]["environment"]
+    for name in ("worker", "worker-api"):
+        test = services[name]["healthcheck"]["test"][1]
+        node = command(services[name])[command(services[name]).index("-n") + 1]
+        assert f"inspect ping -d {node.replace('%h', '$HOSTNAME')}" in test, name
+    flower_check = " ".join(services["flower"]["healthcheck"]["test"])
+    assert "5555/healthcheck" in flower_check
+    assert "9808/metrics" in " ".join(services["metrics"]["healthcheck"]["test"])
+    assert "8765/_emulator/stats" in " ".join(services["emulator"]["healthcheck"]["test"])
+
+
+def test_every_service_waits_for_a_healthy_redis() -> None:
+    services = resolved()["services"]
+    for name, svc in services.items():
+        if name in ("redis", "emulator"):
+            continue
+        assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
+
+
+# --- Redis ---
+
+
+def test_redis_has_persistence_a_password_and_no_published_port() -> None:
+    raw = load()["services"]["redis"]
+    svc = resolved()["services"]["redis"]
+    assert "ports" not in svc and "network_mode" not in svc
+    script = command(svc)[-1]
+    assert command(svc)[:2] == ["sh", "-c"]
+    assert "redis-server" in script
+    # The password comes from the container's environment, not the command line.
+    assert '--requirepass "$REDIS_PASSWORD"' in script
+    assert '--requirepass "$$REDIS_PASSWORD"' in raw["command"][-1]
+    assert REQUIRED_REF.match(raw["environment"]["REDIS_PASSWORD"])
+    assert "--appendonly yes" in script
+    assert "--maxmemory-policy noeviction" in script
+    assert "redis-data:/data" in svc["volumes"]
+    assert "redis-data" in resolved()["volumes"]
+    # The image's own entry point still drops root before redis-server starts.
+    assert "exec docker-entrypoint.sh redis-server" in script
+
+
+def test_a_missing_password_stops_compose_with_a_message() -> None:
+    env = {**env_example(), "FLOWER_BASIC_AUTH": "ops:pw"}
+    with pytest.raises(Unset, match=r"REDIS_PASSWORD: set REDIS_PASSWORD in \.env"):
+        interpolate(load(), env)
+    env = {**env_example(), "REDIS_PASSWORD": "s3cr3tpass"}
+    with pytest.raises(Unset, match="FLOWER_BASIC_AUTH"):
+        interpolate(load(), env)
+
+
+def test_services_share_one_redis_url_with_the_password() -> None:
+    services = resolved()["services"]
+    url = "redis://:s3cr3tpass@redis:6379/0"
+    for name in ("worker", "worker-api", "beat", "flower", "metrics"):
+        assert services[name]["environment"]["BATCHLINE_REDIS_URL"] == url, name
+
+
+# --- workers, beat, flower, metrics, emulator: the test suite's own entry points ---
+
+
+def _celery_parse(sub: str, argv: list[str]) -> dict[str, Any]:
+    """Parse argv with celery's own command: an unknown or misspelled option fails here."""
+    from celery.bin.base import CLIContext
+    from celery.bin.beat import beat
+    from celery.bin.worker import worker
+
+    from workers.app import app
+
+    cmd = {"worker": worker, "beat": beat}[sub]
+    obj = CLIContext(app=app, no_color=True, workdir=None)
+    return dict(cmd.make_context(sub, argv, obj=obj).params)
+
+
+def test_worker_commands_are_the_test_suites_worker_entry_point(tmp_path: Path) -> None:
+    services = resolved()["services"]
+    suite = captured(Worker, tmp_path, {}, queues=["api"], name="w1", hostname="host1")
+    assert suite[:4] == ["celery", "-A", "workers", "worker"]
+    queues_seen: set[str] = set()
+    for name in ("worker", "worker-api"):
+        argv = command(services[name])
+        assert argv[:4] == suite[:4], name
+        assert flags(argv) <= flags(suite), (name, flags(argv) - flags(suite))
+        params = _celery_parse("worker", argv[4:])
+        assert params["without_mingle"] and params["without_gossip"]
+        # A distinct node name per replica: %h is the container's hostname.
+        assert params["hostname"].endswith(f"@{os.uname().nodename}"), params["hostname"]
+        assert argv[argv.index("-n") + 1].endswith("@%h")
+        queues_seen |= set(params["queues"])
+        svc = services[name]
+        assert "container_name" not in svc and "ports" not in svc, name
+    assert queues_seen == {"ingest", "api", "results", "events"}
+    assert command(services["worker-api"])[command(services["worker-api"]).index("-Q") + 1] == "api"
+
+
+def test_the_general_worker_is_scalable_and_configurable() -> None:
+    raw = load()["services"]["worker"]
+    argv = [str(a) for a in raw["command"]]
+    assert argv[argv.index("-Q") + 1] == "${WORKER_QUEUES:-ingest,results,events}"
+    assert argv[argv.index("--concurrency") + 1] == "${WORKER_CONCURRENCY:-4}"
+    env = {
+        **env_example(),
+        "REDIS_PASSWORD": "x",
+        "FLOWER_BASIC_AUTH": "a:b",
+        "WORKER_QUEUES": "results",
+    }
+    svc = interpolate(load(), env)["services"]["worker"]
+    assert _celery_parse("worker", command(svc)[4:])["queues"] == ["results"]
+
+
+def test_beat_is_the_test_suites_beat_and_keeps_its_schedule(tmp_path: Path) -> None:
+    svc = resolved()["services"]["beat"]
+    suite = captured(Beat, tmp_path, {})
+    argv = command(svc)
+    assert argv[:4] == suite[:4] == ["celery", "-A", "workers", "beat"]
+    assert flags(argv) == flags(suite)
+    params = _celery_parse("beat", argv[4:])
+    assert params["schedule"] == "/data/celerybeat-schedule"
+    assert "beat-data:/data" in svc["volumes"]
+    assert "deploy" not in svc  # one instance: the README says never to scale it
+
+
+def test_flower_runs_with_basic_auth_from_the_environment_and_persistent_state() -> None:
+    from flower.options import default_options
+
+    raw = load()["services"]["flower"]
+    svc = resolved()["services"]["flower"]
+    argv = command(svc)
+    assert argv[:4] == ["celery", "-A", "workers", "flower"] == FLOWER_ENTRY
+    known = set(default_options._options)  # tornado options Flower defines
+    for arg in argv[4:]:
+        name = arg.lstrip("-").split("=", 1)[0].replace("_", "-")
+        assert name in known, arg
+    assert flags(argv) == flags(flower_argv(0, "flower.db"))
+    assert "--persistent=True" in argv and "--db=/data/flower.db" in argv
+    assert "flower-data:/data" in svc["volumes"]
+    # Credentials only through the environment, required, never on the command line.
+    assert not any("basic" in a for a in argv)
+    assert REQUIRED_REF.match(raw["environment"]["FLOWER_BASIC_AUTH"])
+    assert svc["environment"]["FLOWER_BASIC_AUTH"] == "ops:pw"
+    # Published on the host's loopback unless FLOWER_BIND says otherwise.
+    assert svc["ports"] == ["127.0.0.1:5555:5555"]
+    # Flower sees what the workers see: the same broker through the same app.
+    assert (
+        svc["environment"]["BATCHLINE_REDIS_URL"]
+        == (resolved()["services"]["worker"]["environment"]["BATCHLINE_REDIS_URL"])
+    )
+    assert "ANTHROPIC_API_KEY" not in svc["environment"]
+
+
+def test_metrics_and_emulator_are_the_batchline_commands_the_tests_run(tmp_path: Path) -> None:
+    from batchline.cli import main
+
+    services = resolved()["services"]
+    metrics = command(services["metrics"])
+    assert metrics[:2] == ["batchline", "metrics"]
+    assert flags(metrics) == flags(metrics_argv("127.0.0.1", 0))
+    ctx = main.commands["metrics"].make_context("metrics", metrics[2:])
+    assert (ctx.params["host"], ctx.params["port"]) == ("0.0.0.0", 9808)
+    assert services["metrics"]["ports"] == ["127.0.0.1:9808:9808"]
+
+    emulator = command(services["emulator"])
+    suite = captured(Emulator, tmp_path)
+    assert emulator[:2] == suite[:2] == ["batchline", "emulator"]
+    assert flags(emulator) <= flags(suite)
+    ctx = main.commands["emulator"].make_context("emulator", emulator[2:])
+    assert (ctx.params["host"], ctx.params["port"]) == ("0.0.0.0", 8765)
+    assert "ports" not in services["emulator"]
+
+
+def test_workers_point_at_the_emulator_when_its_profile_is_on() -> None:
+    services = resolved()["services"]
+    port = command(services["emulator"])[command(services["emulator"]).index("--port") + 1]
+    for name in ("worker", "worker-api"):
+        svc = services[name]
+        assert svc["environment"]["BATCHLINE_EMULATOR_URL"] == f"http://emulator:{port}"
+        # Started after the emulator is healthy when the profile is on, without it otherwise.
+        assert svc["depends_on"]["emulator"] == {"condition": "service_healthy", "required": False}
+    assert 'ENTRYPOINT ["batchline-entrypoint"]' in DOCKERFILE.read_text()
+    assert "COPY docker/entrypoint.sh /usr/local/bin/batchline-entrypoint" in DOCKERFILE.read_text()
+
+
+def _entrypoint(env: dict[str, str]) -> dict[str, str]:
+    base = {"PATH": os.environ["PATH"], **env}
+    out = subprocess.run(
+        ["sh", str(ENTRYPOINT), "env"], env=base, capture_output=True, text=True, check=True
+    )
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+def test_entrypoint_uses_the_emulator_only_while_it_resolves() -> None:
+    # Given the emulator's name resolves (as it does while the profile runs it)
+    on = _entrypoint(
+        {"BATCHLINE_EMULATOR_URL": "http://localhost:8765", "ANTHROPIC_API_KEY": "sk-real"}
+    )
+    # Then the SDK goes there, with the emulator's key rather than a real one
+    assert on["ANTHROPIC_BASE_URL"] == "http://localhost:8765"
+    assert on["ANTHROPIC_API_KEY"] != "sk-real"
+    # Given no emulator (the name does not resolve): the API, with the configured key
+    off = _entrypoint(
+        {"BATCHLINE_EMULATOR_URL": "http://emulator.invalid:8765", "ANTHROPIC_API_KEY": "sk-real"}
+    )
+    assert "ANTHROPIC_BASE_URL" not in off and off["ANTHROPIC_API_KEY"] == "sk-real"
+    # Given an explicit base URL: it wins
+    explicit = _entrypoint(
+        {"BATCHLINE_EMULATOR_URL": "http://localhost:8765", "ANTHROPIC_BASE_URL": "http://gw:1"}
+    )
+    assert explicit["ANTHROPIC_BASE_URL"] == "http://gw:1"
+
+
+# --- no secrets committed ---
+
+
+def test_no_secret_is_written_in_the_compose_file_or_the_example() -> None:
+    data = load()
+    text = COMPOSE.read_text()
+    assert "sk-ant" not in text and "sk-" not in ENV_EXAMPLE.read_text()
+    for name, svc in data["services"].items():
+        env = svc.get("environment") or {}
+        assert isinstance(env, dict), name
+        for key, value in env.items():
+            if SECRET_NAME.search(key):
+                # Pass-through (no value) or a required reference, nothing literal.
+                assert value is None or REQUIRED_REF.match(str(value)), (name, key, value)
+        url = env.get("BATCHLINE_REDIS_URL")
+        if url:
+            assert url.startswith("redis://:${REDIS_PASSWORD:?"), name
+    for key, value in env_example().items():
+        if SECRET_NAME.search(key):
+            assert value in PLACEHOLDERS, key
+    # The real .env stays out of git and out of the image.
+    assert ".env" in (PROJECT_ROOT / ".gitignore").read_text().split()
+    assert ".env" in (PROJECT_ROOT / ".dockerignore").read_text().split()
+
+
+def test_every_variable_the_compose_file_reads_is_in_the_example() -> None:
+    text = COMPOSE.read_text()
+    used = {m.group(1) for m in VAR.finditer(text) if m.group(1)}
+    passed_through = {
+        k
+        for svc in load()["services"].values()
+        for k, v in (svc.get("environment") or {}).items()
+        if v is None
+    }
+    documented = set(env_example()) | {
+        m.group(1) for m in re.finditer(r"^# ([A-Z][A-Z0-9_]+)=", ENV_EXAMPLE.read_text(), re.M)
+    }
+    # BATCHLINE_IMAGE names a prebuilt image; the rest must be explained in .env.example.
+    missing = sorted((used | passed_through) - documented - {"BATCHLINE_IMAGE"} - _SETTINGS_ONLY)
+    assert missing == [], missing
+
+
+# Settings passed through but documented in the README's configuration table, not the example.
+_SETTINGS_ONLY = {
+    "BATCHLINE_KEY_PREFIX",
+    "BATCHLINE_MAX_BATCH_REQUESTS",
+    "BATCHLINE_MAX_BATCH_BYTES",
+    "BATCHLINE_VISIBILITY_TIMEOUT_S",
+    "BATCHLINE_EVENTS_RETENTION_S",
+    "BATCHLINE_PRICES",
+    "BATCHLINE_WEBHOOK_SUBSCRIPTIONS",
+    "BATCHLINE_EMULATOR_RPM_LIMIT",
+    "BATCHLINE_EMULATOR_QUEUE_LIMIT",
+    "BATCHLINE_EMULATOR_ERROR_RATE",
+    "BATCHLINE_EMULATOR_LATENCY_MS",
+    "ANTHROPIC_BASE_URL",
+}
+
+
+def test_settings_passed_to_containers_are_real_settings() -> None:
+    from batchline.settings import Settings
+
+    fields = {f"BATCHLINE_{n.upper()}" for n in Settings.model_fields}
+    for name, svc in load()["services"].items():
+        for key in svc.get("environment") or {}:
+            if key.startswith("BATCHLINE_EMULATOR_"):
+                continue
+            if key.startswith("BATCHLINE_"):
+                assert key in fields, (name, key)
