@@ -22,6 +22,21 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def redis_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start more redis-servers (AOF, password...); all stopped at the end of the test."""
+    started: list[RedisServer] = []
+
+    def start(name: str, **kw: Any) -> RedisServer:
+        server = RedisServer(tmp_path / name, **kw).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
 def emulator_factory(tmp_path: Path) -> Iterator[Any]:
     started: list[Emulator] = []
 

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from tests.support.jobs import DEFAULTS, check_records, prompts
-from tests.support.procs import RedisServer, wait_for
+from tests.support.procs import wait_for
 
 
 def test_redis_killed_mid_job_and_restarted_loses_nothing(
-        tmp_path: Path, stack_factory: Any) -> None:
+    redis_factory: Any, stack_factory: Any
+) -> None:
     # Given Redis with an append-only file and a job whose batches are in flight
-    server = RedisServer(tmp_path / "aof-redis", appendonly=True).start()
+    server = redis_factory("aof-redis", appendonly=True)
     st = stack_factory("--processing-seconds", "4", redis=server, max_batch_requests=100)
-    workers = [st.worker(queues=["ingest", "events"], name="ingest"),
-               st.worker(queues=["api"], name="api"),
-               st.worker(queues=["results"], name="results")]
+    workers = [
+        st.worker(queues=["ingest", "events"], name="ingest"),
+        st.worker(queues=["api"], name="api"),
+        st.worker(queues=["results"], name="results"),
+    ]
     st.start_beat()
     reqs = prompts(400) + prompts(10, "once", " [[emulate:errored-once:overloaded_error]]")
     sub = st.client.submit(reqs, defaults=DEFAULTS)
