@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -95,3 +96,12 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def stop_all(procs: list[Any], timeout: float = 15) -> None:
+    """SIGTERM every process at once, then wait for each (a warm shutdown takes seconds)."""
+    for p in procs:
+        if p.alive():
+            p.signal_group(signal.SIGTERM)
+    for p in procs:
+        p.stop(timeout)

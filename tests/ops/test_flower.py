@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from batchline.localstack import RedisServer, wait_for
-from tests.ops.support import Flower, get
+from tests.ops.support import Flower, get, stop_all
 from tests.support.jobs import DEFAULTS, check_records, prompts
 from tests.support.procs import API_KEY
 
@@ -83,9 +83,7 @@ def test_flower_shows_workers_and_every_stage_without_prompts_or_keys(
         workers_raw = get(flower.base_url + "/api/workers?refresh=1", flower.auth)[1]
         tasks_raw = get(flower.base_url + "/api/tasks?limit=5000", flower.auth)[1]
     finally:
-        if flower is not None:
-            flower.stop()
-        st.stop()
+        stop_all([*st.workers, *([flower] if flower else [])])
         server.stop()
 
     job_id = sub["job_id"]
