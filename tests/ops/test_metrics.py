@@ -1,0 +1,112 @@
+"""`batchline metrics` on a live run: jobs, requests, batches, queues, API calls, tokens, cost."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from batchline.localstack import BIN, free_port, wait_for
+from tests.ops.support import MetricsExporter, get, stop_all
+from tests.support.jobs import DEFAULTS, prompts
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(found: Samples, name: str, **labels: str) -> float:
+    return found[(name, tuple(sorted(labels.items())))]
+
+
+def test_exporter_reports_a_job_from_queue_to_cost(stack_factory: Any, tmp_path: Path) -> None:
+    # Given a stack with no worker yet, and the exporter
+    st = stack_factory("--processing-seconds", "1", max_batch_requests=50)
+    exporter = MetricsExporter(tmp_path, st.env).start()
+    try:
+        before = samples(exporter.scrape())
+        assert value(before, "batchline_redis_up", role="state") == 1
+        assert value(before, "batchline_jobs_submitted_total") == 0
+        assert value(before, "batchline_requests_in_flight_limit") == 100_000
+
+        # When three messages wait on the ingest queue with nobody to take them
+        for _ in range(3):
+            st.client.app.send_task("batchline.get_job", args=("no-such-job",))
+        # Then the ingest queue's depth shows them
+        found = samples(exporter.scrape())
+        assert value(found, "batchline_queue_messages", queue="ingest") == 3
+        assert value(found, "batchline_queue_messages", queue="results") == 0
+
+        # When a worker starts and a job runs whose first create call gets a 429
+        st.emulator.configure(fail_next=[{"endpoint": "create", "status": 429, "retry_after": 0.2}])
+        st.worker()
+        reqs = prompts(96) + prompts(4, "perm", " [[emulate:errored:invalid_request_error]]")
+        sub = st.client.submit(reqs, defaults=DEFAULTS)
+
+        # Then while its batches are at the API: a running job, batches and requests in flight
+        def in_flight() -> Samples:
+            found = samples(exporter.scrape())
+            at_api = value(found, "batchline_batches", state="in_progress") >= 1
+            return found if at_api and value(found, "batchline_jobs", state="running") else {}
+
+        during = wait_for(in_flight, 20, interval=0.1, what="batches in flight")
+        assert value(during, "batchline_jobs", state="running") == 1
+        assert value(during, "batchline_batches_in_flight") >= 1
+        assert value(during, "batchline_requests_in_flight") >= 50
+        assert value(during, "batchline_queue_messages", queue="ingest") == 0
+
+        final = st.client.wait(sub["job_id"], timeout_s=60)
+        after = samples(exporter.scrape())
+    finally:
+        stop_all([*st.workers, exporter])
+
+    # And afterwards: requests by terminal state, the job finished, calls, 429s, tokens, cost
+    assert value(after, "batchline_requests_total", state="succeeded") == 96
+    assert value(after, "batchline_requests_total", state="failed") == 4
+    assert value(after, "batchline_jobs_submitted_total") == 1
+    assert value(after, "batchline_jobs_finished_total", state="completed") == 1
+    assert value(after, "batchline_jobs", state="running") == 0
+    assert value(after, "batchline_batches_in_flight") == 0
+    assert value(after, "batchline_requests_in_flight") == 0
+    assert value(after, "batchline_api_calls_total", endpoint="create") >= 2
+    assert value(after, "batchline_api_calls_total", endpoint="retrieve") >= 2
+    assert value(after, "batchline_api_rate_limited_total") == 1
+    assert value(after, "batchline_tokens_total", kind="output") == final["usage"]["output_tokens"]
+    assert value(after, "batchline_tokens_total", kind="input") == final["usage"]["input_tokens"]
+    assert abs(value(after, "batchline_cost_usd_total") - final["cost_usd"]) < 1e-6
+    assert value(after, "batchline_redis_memory_used_bytes", role="state") > 0
+    assert value(after, "batchline_jobs_retained") == 1
+
+    # And `batchline metrics --once` prints the same counters for a one-off look
+    once = subprocess.run(
+        [str(BIN / "batchline"), "metrics", "--once"],
+        env={"PATH": str(BIN), **st.env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    again = samples(once.stdout)
+    assert value(again, "batchline_requests_total", state="succeeded") == 96
+
+
+def test_exporter_stays_up_when_redis_is_down(tmp_path: Path) -> None:
+    # Given an exporter whose Redis is not there
+    env = {"BATCHLINE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    exporter = MetricsExporter(tmp_path, env).start()
+    try:
+        # When scraped, it answers with redis_up 0 instead of failing the scrape
+        found = samples(exporter.scrape())
+        assert value(found, "batchline_redis_up", role="state") == 0
+        assert get(exporter.url)[0] == 200
+    finally:
+        exporter.stop()
+    assert "metrics.redis_unreachable" in exporter.log_text()
