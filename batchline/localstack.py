@@ -103,6 +103,21 @@ class Proc:
             self.kill()
 
 
+def stop_all(procs: list[Proc], timeout: float = 15) -> None:
+    """Ask every process to stop at once, then wait for each (SIGKILL after timeout)."""
+    for p in procs:
+        if p.alive():
+            p.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        if p.proc is None:
+            continue
+        try:
+            p.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 class RedisServer(Proc):
     """A private redis-server that can be killed and restarted on the same data."""
 

@@ -40,7 +40,7 @@ return 1
 # Record results, each at most once per chunk. KEYS: job, chunk meta, chunk done set,
 # chunk raw results, records, chunk retry list, hooks pending, last errors, requests,
 # fleet stats (the same counters summed over every job, for metrics).
-# ARGV: n, then per item 9 values: api id, outcome (succeeded|failed|canceled|retry),
+# ARGV: n, now, then per item 9 values: api id, outcome (succeeded|failed|canceled|retry),
 # record or error blob, hook flag, input, output, cache-write, cache-read tokens, cost (nUSD).
 # Returns {processed in chunk, chunk count, remaining in job, fresh items...}.
 FINISH = """
@@ -50,7 +50,7 @@ local job_incr = {succeeded = 0, failed = 0, canceled = 0}
 local usage = {0, 0, 0, 0, 0}
 local has_meta = redis.call('EXISTS', KEYS[2]) == 1
 for i = 0, n - 1 do
-  local b = 2 + i * 9
+  local b = 3 + i * 9
   local id, outcome = ARGV[b], ARGV[b + 1]
   if redis.call('SADD', KEYS[3], id) == 1 then
     fresh[#fresh + 1] = id
@@ -85,6 +85,7 @@ end
 local processed, count = 0, 0
 if has_meta and #fresh > 0 then
   processed = redis.call('HINCRBY', KEYS[2], 'processed', #fresh)
+  redis.call('HSET', KEYS[2], 'progress_at', ARGV[2])
 else
   processed = tonumber(redis.call('HGET', KEYS[2], 'processed') or '0')
 end

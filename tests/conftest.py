@@ -11,7 +11,7 @@ import pytest
 
 from batchline.client import Client
 from batchline.settings import Settings
-from tests.support.procs import Beat, Emulator, RedisServer, Worker, worker_env
+from tests.support.procs import Beat, Emulator, RedisServer, Worker, stop_all, worker_env
 
 
 @pytest.fixture
@@ -65,8 +65,7 @@ def worker_factory(tmp_path: Path) -> Iterator[Any]:
         return w.start(wait=wait)
 
     yield start
-    for w in started:
-        w.stop()
+    stop_all(started)
 
 
 @dataclass
@@ -91,10 +90,8 @@ class Stack:
         return self.beat
 
     def stop(self) -> None:
-        for w in self.workers:
-            w.stop()
-        if self.beat:
-            self.beat.stop()
+        procs: list[Any] = [*self.workers, *([self.beat] if self.beat else [])]
+        stop_all(procs)
 
 
 @pytest.fixture

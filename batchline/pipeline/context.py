@@ -62,16 +62,16 @@ class Context:
         return Lease(self.store.r, self.store.fleet.lease(name), self.settings.lease_s)
 
     def emit(self, job_id: str, type_: str, **data: Any) -> None:
-        """Append a job event (a failure to do so is logged, never fatal to the step)."""
+        """Append a job event and wake the webhook dispatcher (a failure is logged, never
+        fatal to the step). Every event carries the job's metadata."""
         try:
-            events.emit(
-                self.store.r,
-                self.settings.key_prefix,
-                job_id,
-                type_,
-                data,
-                self.settings.events_retention_s,
-            )
+            if "metadata" not in data:
+                data["metadata"] = self.store.options(job_id).metadata
+            event = events.new_event(job_id, type_, data)
+            keys = events.EventKeys(self.settings.key_prefix)
+            _, wake = events.emit(self.store.r, keys, event, self.settings.events_retention_s)
+            if wake:
+                self.dispatch.send("batchline.dispatch_event", ())
         except Exception:
             logs.LOGGER.exception("event.emit_failed", extra={"fields": {"job_id": job_id}})
 

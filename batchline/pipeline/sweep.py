@@ -45,7 +45,7 @@ def sweep(ctx: Context) -> dict[str, int]:
 
 
 def _quiet(chunk: Chunk, now: float, stall_s: float) -> bool:
-    last = max(chunk.float("touched_at"), chunk.float("due_at"), chunk.float("polled_at"))
+    last = max(chunk.float(name) for name in ("touched_at", "due_at", "polled_at", "progress_at"))
     return now - last > stall_s
 
 
@@ -66,12 +66,24 @@ def _rearm(ctx: Context, chunk: Chunk, now: float) -> str | None:
         ctx.dispatch.send("batchline.poll_batch", (job_id, n, chunk.batch_id, gen))
         return "poll"
     if chunk.state == "ended":
-        store.touch_chunk(job_id, n)
         if chunk.int("processed") >= chunk.count:
+            store.touch_chunk(job_id, n)
             ctx.dispatch.send("batchline.plan_retries", (job_id, n))
             return "plan"
-        ctx.dispatch.send("batchline.fan_out_results", (job_id, n, chunk.batch_id))
-        return "fan_out"
+        if chunk.fields.get("fanout_done") != "1":
+            if ctx.lease(f"fanout:{chunk.ref}").held():
+                return None  # a live fan-out renews its lease
+            store.touch_chunk(job_id, n)
+            ctx.dispatch.send("batchline.fan_out_results", (job_id, n, chunk.batch_id))
+            return "fan_out"
+        # Every subtask was published; the broker redelivers a dead worker's unacked ones
+        # after visibility_timeout_s. Only results still unprocessed well after that were
+        # lost (Redis lost data): publish them again.
+        lost_after = ctx.settings.visibility_timeout_s + ctx.settings.stall_s
+        if now - max(chunk.float("progress_at"), chunk.float("touched_at")) > lost_after:
+            store.touch_chunk(job_id, n)
+            ctx.dispatch.send("batchline.fan_out_results", (job_id, n, chunk.batch_id))
+            return "republish"
     return None
 
 

@@ -66,7 +66,7 @@ def finish(ctx: Context, job_id: str, number: int | str, items: Sequence[Item]) 
     """Record outcomes atomically; an id already recorded for this chunk is skipped."""
     keys = ctx.store.keys(job_id)
     ck = keys.chunk(number)
-    args: list[Any] = [len(items)]
+    args: list[Any] = [len(items), ctx.store.now()]
     for it in items:
         args += [it.api_id, it.kind, it.blob, "1" if it.hook else "0", *it.usage]
     res = ctx.store.scripts.finish(

@@ -9,8 +9,10 @@ DEFAULTS = {"model": "claude-haiku-4-5", "max_tokens": 64}
 
 
 def prompts(n: int, prefix: str = "q", directive: str = "") -> list[dict[str, Any]]:
-    return [{"custom_id": f"{prefix}{i}", "prompt": f"question {prefix}{i}{directive}"}
-            for i in range(n)]
+    return [
+        {"custom_id": f"{prefix}{i}", "prompt": f"question {prefix}{i}{directive}"}
+        for i in range(n)
+    ]
 
 
 def prompt_of(req: dict[str, Any]) -> str:
@@ -28,7 +30,8 @@ def check_records(requests: list[dict[str, Any]], records: list[dict[str, Any]])
         by_id[rec["custom_id"]] = rec
     expected = {r["custom_id"] for r in requests}
     assert set(by_id) == expected, (
-        f"missing {sorted(expected - set(by_id))[:5]}, extra {sorted(set(by_id) - expected)[:5]}")
+        f"missing {sorted(expected - set(by_id))[:5]}, extra {sorted(set(by_id) - expected)[:5]}"
+    )
     states: Counter[str] = Counter()
     for req in requests:
         rec = by_id[req["custom_id"]]

@@ -17,6 +17,7 @@ from batchline.localstack import (  # noqa: F401 - re-exported for tests
     Worker,
     free_port,
     stack_env,
+    stop_all,
     wait_for,
 )
 

@@ -1,0 +1,113 @@
+"""SIGKILL of a worker (the whole host: main process and pool) at each stage, then a restart:
+every custom_id ends once, on_result runs once per custom_id, no batch is made twice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.support.jobs import DEFAULTS, check_records, prompts
+from tests.support.procs import Worker, wait_for
+
+
+def start(stack_factory: Any, *emulator_args: str, **settings: Any) -> Any:
+    """A stack with one worker per stage and a hook receiver on its own queue."""
+    st = stack_factory(*emulator_args, **settings)
+    st.ingest = st.worker(queues=["ingest", "events"], name="ingest")
+    st.api = st.worker(queues=["api"], name="api")
+    st.results = st.worker(queues=["results"], name="results", concurrency=1)
+    hook_env = {**st.env, "HOOK_BROKER_URL": st.redis.url}
+    st.workers.append(
+        Worker(
+            st.tmp, hook_env, queues=["hooks"], name="hooks", app="tests.support.hookapp"
+        ).start()
+    )
+    st.start_beat()
+    return st
+
+
+def submit(st: Any, reqs: list[dict[str, Any]]) -> str:
+    sub = st.client.submit(
+        reqs, defaults=DEFAULTS, on_result="hookapp.on_result", hook_queue="hooks"
+    )
+    return str(sub["job_id"])
+
+
+def chunk_field(st: Any, job_id: str, field: str, chunk: int = 0) -> str:
+    raw = st.redis.client().hget(f"bl:job:{job_id}:c:{chunk}", field)
+    return raw.decode() if raw else ""
+
+
+def restart(st: Any, worker: Worker) -> Worker:
+    worker.kill()
+    fresh = Worker(
+        st.tmp,
+        worker.env,
+        queues=worker.queues,
+        name=worker.name.split("@")[0] + "b",
+        concurrency=worker.concurrency,
+    )
+    st.workers.append(fresh.start())
+    return fresh
+
+
+def check_exactly_once(st: Any, job_id: str, reqs: list[dict[str, Any]]) -> Counter[str]:
+    final = st.client.wait(job_id, timeout_s=120)
+    assert final["state"] == "completed"
+    states = check_records(reqs, list(st.client.results(job_id)))
+    r = st.redis.client()
+    key = f"hooks:{job_id}:results"
+    wait_for(lambda: r.llen(key) >= len(reqs), 30, what="every hook")
+    calls = Counter(orjson.loads(x)["custom_id"] for x in r.lrange(key, 0, -1))
+    assert calls == Counter({q["custom_id"]: 1 for q in reqs}), calls.most_common(3)
+    stats = st.emulator.stats()
+    digests = [b["custom_ids_digest"] for b in stats["batches"]]
+    assert len(digests) == len(set(digests)), "the same requests were sent twice"
+    assert stats["batches_created"] == len(final["batches"])
+    return states
+
+
+def test_kill_during_create(stack_factory: Any) -> None:
+    st = start(
+        stack_factory, "--processing-seconds", "0.5", "--latency-ms", "1500", max_batch_requests=100
+    )
+    reqs = prompts(300)
+    job_id = submit(st, reqs)
+    wait_for(lambda: chunk_field(st, job_id, "state") == "creating", 20, what="a create")
+    restart(st, st.api)
+    st.emulator.configure(latency_ms=0)
+    assert check_exactly_once(st, job_id, reqs) == {"succeeded": 300}
+
+
+def test_kill_during_polling(stack_factory: Any) -> None:
+    st = start(stack_factory, "--processing-seconds", "5", max_batch_requests=100)
+    reqs = prompts(300)
+    job_id = submit(st, reqs)
+    wait_for(
+        lambda: all(int(chunk_field(st, job_id, "poll_step", n) or 0) >= 1 for n in range(3)),
+        30,
+        what="polls under way",
+    )
+    restart(st, st.api)
+    assert check_exactly_once(st, job_id, reqs) == {"succeeded": 300}
+
+
+@pytest.mark.parametrize("stage", ["fan-out", "processing"])
+def test_kill_during_results(stack_factory: Any, stage: str) -> None:
+    st = start(stack_factory, "--processing-seconds", "0.5")
+    reqs = prompts(2000) + prompts(20, "once", " [[emulate:errored-once:overloaded_error]]")
+    job_id = submit(st, reqs)
+
+    def midway() -> bool:
+        if stage == "fan-out":
+            return bool(chunk_field(st, job_id, "fanout_started_at")) and not chunk_field(
+                st, job_id, "fanout_done"
+            )
+        return 100 < int(chunk_field(st, job_id, "processed") or 0) < 1500
+
+    wait_for(midway, 60, interval=0.005, what=f"{stage} under way")
+    restart(st, st.results)
+    assert check_exactly_once(st, job_id, reqs) == {"succeeded": 2020}
