@@ -1,0 +1,212 @@
+"""`make bench`: Batchline against its baselines on private processes; one table, one JSON.
+
+.venv/bin/python -m bench [--requests 100000] [--workers 2] [--only batchline,plain_celery]
+.venv/bin/python -m bench --quick          # the smoke size `make test` runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench import batchline_run, emulator_speed, plain_celery, polling, report, sequential
+from bench.jobgen import Job, write_job
+from bench.stack import BENCH_SETTINGS
+
+SECTIONS = ("batchline", "sequential", "plain_celery", "io", "polling", "emulator_speed")
+DEFAULT_OUT = Path("bench/out/results.json")
+QUICK_REQUESTS = 300
+QUICK_POLLING = polling.PollingConfig(
+    batches=20,
+    requests_per_batch=2,
+    processing_s=3.0,
+    api_rpm=600,
+    poll_interval_s=0.2,
+    poll_max_interval_s=1.0,
+)
+# The pipeline's switch between one `retrieve` per batch and one shared `list` snapshot:
+# list polling starts at this many batches in flight (0: never).
+LIST_THRESHOLD_SETTING = "poll_list_threshold"
+
+
+def _parse_mode(text: str) -> tuple[str, dict[str, Any]]:
+    """NAME or NAME:key=value,key=value (BATCHLINE_* settings for that polling mode)."""
+    name, _, rest = text.partition(":")
+    settings: dict[str, Any] = {}
+    for pair in filter(None, rest.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected key=value in {pair!r}")
+        settings[key.strip()] = value.strip()
+    return name, settings
+
+
+def _polling_modes(given: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    if given:
+        return dict(given)
+    from batchline.settings import Settings
+
+    if LIST_THRESHOLD_SETTING not in Settings.model_fields:
+        return {"retrieve": {}}
+    return {"retrieve": {LIST_THRESHOLD_SETTING: 0}, "list": {LIST_THRESHOLD_SETTING: 1}}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--requests", type=int, default=None, help="job size (default 100000)")
+    p.add_argument("--workers", type=int, default=2, help="Celery pool processes (default 2)")
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"JSON file (default {DEFAULT_OUT})"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="SECTION",
+        help=f"run only these sections (repeat or comma-separate): {', '.join(SECTIONS)}",
+    )
+    p.add_argument("--quick", action="store_true", help=f"smoke size ({QUICK_REQUESTS} requests)")
+    p.add_argument(
+        "--io-requests",
+        type=int,
+        default=None,
+        help="job size of the 10 ms handler runs (default: --requests); the sequential "
+        "script needs 10 ms for each",
+    )
+    p.add_argument("--polling-batches", type=int, default=None)
+    p.add_argument("--polling-processing-s", type=float, default=None)
+    p.add_argument("--api-rpm", type=int, default=None, help="the limit in the polling section")
+    p.add_argument(
+        "--poll-mode",
+        action="append",
+        type=_parse_mode,
+        default=[],
+        metavar="NAME[:key=value,...]",
+        help="a polling mode and its BATCHLINE_* settings (repeatable); default: retrieve "
+        f"({LIST_THRESHOLD_SETTING}=0) and list ({LIST_THRESHOLD_SETTING}=1) when the "
+        "pipeline has that setting, else retrieve alone",
+    )
+    p.add_argument("--emulator-requests", type=int, default=None)
+    p.add_argument("--workdir", type=Path, default=None, help="keep logs and files here")
+    args = p.parse_args(argv)
+    only = [s.strip() for group in args.only for s in group.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        p.error(f"unknown section(s): {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    args.sections = only or list(SECTIONS)
+    if args.requests is None:
+        args.requests = QUICK_REQUESTS if args.quick else 100_000
+    if args.io_requests is None:
+        args.io_requests = args.requests
+    return args
+
+
+def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """Run the chosen sections; the report with its sections, targets and table rows."""
+    started = time.time()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="batchline-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    sections: dict[str, Any] = {}
+    poll_interval_s = float(BENCH_SETTINGS["poll_interval_s"])
+
+    def step(name: str, what: str) -> bool:
+        if name not in args.sections:
+            return False
+        console.log(f"[bold]{name}[/bold]: {what}")
+        return True
+
+    try:
+        jobs: dict[int, Job] = {}
+
+        def job(n: int) -> Job:
+            if n not in jobs:
+                jobs[n] = write_job(work / f"job-{n}.jsonl", n)
+            return jobs[n]
+
+        main_job = job(args.requests)
+        if step("batchline", f"{args.requests:,} requests, no-op handler"):
+            sections["batchline"] = batchline_run.run(work / "batchline", main_job, args.workers)
+        if step("sequential", "the SDK alone, no-op handler"):
+            sections["sequential"] = sequential.run_in_process(
+                work / "sequential", main_job.path, "noop", poll_interval_s
+            )
+        if step("plain_celery", "one apply_async per result, Celery defaults"):
+            sections["plain_celery"] = {
+                "defaults": plain_celery.run(
+                    work / "plain", main_job, args.workers, result_backend=False
+                ),
+                "result_backend": plain_celery.run(
+                    work / "plain-backend", main_job, args.workers, result_backend=True
+                ),
+            }
+        if step("io", f"{args.io_requests:,} requests, 10 ms I/O handler"):
+            io_job = job(args.io_requests)
+            sections["io"] = {
+                "batchline": batchline_run.run(work / "io-batchline", io_job, args.workers, "io"),
+                "sequential": sequential.run_in_process(
+                    work / "io-sequential", io_job.path, "io", poll_interval_s
+                ),
+            }
+        if step("polling", "many batches in flight under a rate limit"):
+            base = QUICK_POLLING if args.quick else polling.PollingConfig()
+            cfg = polling.PollingConfig(
+                batches=args.polling_batches or base.batches,
+                requests_per_batch=base.requests_per_batch,
+                processing_s=args.polling_processing_s or base.processing_s,
+                api_rpm=args.api_rpm or base.api_rpm,
+                poll_interval_s=base.poll_interval_s,
+                poll_max_interval_s=base.poll_max_interval_s,
+                workers=args.workers,
+                modes=_polling_modes(args.poll_mode),
+            )
+            sections["polling"] = polling.run(work / "polling", cfg)
+        if step("emulator_speed", "the emulator's create against a null server"):
+            sections["emulator_speed"] = emulator_speed.run(args.emulator_requests or args.requests)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return {
+        "machine": report.machine(),
+        "args": {
+            "requests": args.requests,
+            "io_requests": args.io_requests,
+            "workers": args.workers,
+            "sections": args.sections,
+            "quick": args.quick,
+        },
+        "job": {
+            "requests": main_job.count,
+            "body_bytes": main_job.body_bytes,
+            "avg_request_bytes": round(main_job.avg_request_bytes, 1),
+            "avg_compressed_bytes": round(main_job.avg_compressed_bytes, 1),
+        },
+        "settings": BENCH_SETTINGS,
+        "started_at": started,
+        "seconds": round(time.time() - started, 1),
+        "sections": sections,
+        "targets": report.targets(sections),
+        "rows": report.rows(sections),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)
+    result = run(args, console)
+    report.print_table(result, console)
+    report.write_json(result, args.out)
+    console.print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

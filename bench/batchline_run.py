@@ -1,0 +1,214 @@
+"""Batchline end to end on a private stack: stage times from chunk metadata, worker memory,
+Redis memory per request in flight, Celery messages per request and API calls per batch.
+
+With the no-op handler the job has no hook: its result stage is `process_result` itself
+(classify, record once, count). With the 10 ms handler the job's `on_result` hook is a task of
+a bench-only Celery app (bench.hookapp) run with a threads pool on its own queue.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from batchline.client import Client
+from batchline.ingest import request_blob
+from batchline.settings import Settings
+from batchline.store import FINAL_JOB_STATES, Chunk
+from batchline.validation import Request, validate_stream
+from bench import hookapp
+from bench.jobgen import Job
+from bench.memory import RedisMemorySampler, RssSampler
+from bench.stack import Stack, stack
+
+IN_FLIGHT = "in_flight"
+SIZE_SAMPLE = 2000
+# Threads of the hook worker: enough that 10 ms waits overlap; the CPU is the limit then.
+HOOK_THREADS = 100
+
+
+def stored_request_bytes(job: Job, sample: int = SIZE_SAMPLE) -> float:
+    """Average size of a request as Batchline stores it (batchline.ingest.request_blob)."""
+    sizes = []
+    with open(job.path, "rb") as f:
+        items = ((i + 1, line) for i, line in zip(range(sample), f, strict=False))
+        for req in validate_stream(items, {}, 1 << 25):
+            if isinstance(req, Request):
+                sizes.append(len(request_blob(req)))
+    return sum(sizes) / len(sizes) if sizes else 0.0
+
+
+def _job_phase(client: Client, job_id: str) -> str:
+    """in_flight: the job's requests are stored and none of its batches has ended yet."""
+    state = client.store.job_state(job_id)
+    if state not in ("pending", "running"):
+        return state or "absent"
+    chunks = client.store.chunks(job_id)
+    if chunks and all(c.state in ("pending", "creating", "in_progress") for c in chunks):
+        return IN_FLIGHT
+    return "ending"
+
+
+def _span(chunks: list[Chunk], start: str, end: str) -> float | None:
+    starts = [c.float(start) for c in chunks if c.fields.get(start)]
+    ends = [c.float(end) for c in chunks if c.fields.get(end)]
+    if not starts or not ends:
+        return None
+    return max(ends) - min(starts)
+
+
+def _per(value: int | None, base: int, n: int) -> float | None:
+    return round((value - base) / n, 1) if value is not None else None
+
+
+def _stage(seconds: float | None, count: int) -> dict[str, Any]:
+    return {
+        "seconds": round(seconds, 3) if seconds is not None else None,
+        "requests_per_s": round(count / seconds, 1) if seconds else None,
+    }
+
+
+def run(
+    workdir: Path, job: Job, workers: int, handler: str = "noop", timeout_s: float | None = None
+) -> dict[str, Any]:
+    """One job of `job.count` requests through Batchline; numbers of every stage."""
+    timeout_s = timeout_s or max(600.0, job.count / 20)
+    with stack(workdir) as st:
+        st.worker(name="batchline", concurrency=workers)
+        options: dict[str, Any] = {}
+        if handler != "noop":
+            st.worker(
+                name="hooks",
+                concurrency=HOOK_THREADS,
+                app="bench.hookapp",
+                queues=[hookapp.QUEUE],
+                extra=("--pool", "threads"),
+                env={"BENCH_HOOK_BROKER_URL": st.redis.url, "BENCH_HANDLER": handler},
+            )
+            options = {"on_result": hookapp.TASK, "hook_queue": hookapp.QUEUE}
+        return _measure(st, job, handler, options, timeout_s)
+
+
+def _measure(
+    st: Stack, job: Job, handler: str, options: dict[str, Any], timeout_s: float
+) -> dict[str, Any]:
+    client = Client(Settings(redis_url=st.redis.url))
+    r = st.r()
+    job_id = f"bench-{handler}"
+    stats_before = st.commandstats()
+    memory_before = st.used_memory()
+    rss = RssSampler(st.workers, st.servers())
+    redis_mem = RedisMemorySampler(st.used_memory, lambda: _job_phase(client, job_id))
+    with rss, redis_mem:
+        t0 = time.time()
+        client.submit(job.path, job_id=job_id, timeout_s=timeout_s, **options)
+        t_submitted = time.time()
+        st.wait(
+            lambda: client.store.job_state(job_id) in FINAL_JOB_STATES,
+            timeout_s,
+            f"job {job_id} to complete",
+            interval_s=0.1,
+        )
+        if options:
+            st.wait(
+                lambda: hookapp.COUNTER.done(r) >= job.count,
+                timeout_s,
+                "every on_result hook to run",
+                interval_s=0.1,
+            )
+    status = client.status(job_id)
+    fields = client.store.job_fields(job_id)
+    chunks = [c for c in client.store.chunks(job_id) if c.fields.get("kind") == "first"]
+    stats_after = st.commandstats()
+    emu = st.emulator.stats()
+    n = job.count
+
+    job_created = float(fields["created_at"])
+    job_ended = float(fields["ended_at"])
+    made = max(c.float("made_at") for c in chunks)
+    stages = {
+        "upload": _stage(job_created - t0, n),
+        "validate_chunk": _stage(made - job_created, n),
+        "create": _stage(_span(chunks, "intent_at", "created_at"), n),
+        "poll_to_ended": _stage(_span(chunks, "ended_at", "seen_ended_at"), n),
+        "fan_out": _stage(_span(chunks, "fanout_started_at", "fanout_done_at"), n),
+        "result_processing": _stage(_span(chunks, "fanout_started_at", "done_at"), n),
+    }
+    end_to_end = job_ended - t0
+    out: dict[str, Any] = {
+        "handler": handler,
+        "result_stage": (
+            "on_result hook task (bench.hookapp, threads pool)"
+            if options
+            else "process_result itself (no hook)"
+        ),
+        "requests": n,
+        "batches": len(chunks),
+        "counts": status["counts"],
+        "submit_call_s": round(t_submitted - t0, 3),
+        "stages": stages,
+    }
+    if options:
+        first, last = hookapp.COUNTER.span(r)
+        if first is None or last is None:
+            raise RuntimeError("the hook counter has no times")
+        stages["hooks"] = _stage(last - first, n)
+        end_to_end = max(end_to_end, last - t0)
+    out["end_to_end"] = _stage(end_to_end, n)
+
+    def delta(cmd: str) -> int:
+        return stats_after.get(cmd, 0) - stats_before.get(cmd, 0)
+
+    results_stored = sum(1 for _ in r.scan_iter("celery-task-meta-*", count=1000))
+    events = delta("publish") - results_stored
+    out["celery_messages"] = {
+        "method": "Redis INFO commandstats delta over the run. LPUSH: a task message "
+        "published to a queue (Batchline's own code never LPUSHes). PUBLISH: a Celery event "
+        "(task-sent, -received, -started, -succeeded on the celeryev fanout) or a result "
+        "backend notification; the latter are counted as celery-task-meta-* keys left in "
+        "Redis and subtracted",
+        "task_messages": delta("lpush"),
+        "event_messages": events,
+        "results_stored": results_stored,
+        "task_messages_per_request": round(delta("lpush") / n, 3),
+        "event_messages_per_request": round(events / n, 3),
+        "results_stored_per_request": round(results_stored / n, 3),
+        "total_per_request": round((delta("lpush") + delta("publish")) / n, 3),
+    }
+    batches = max(1, int(emu["batches_created"]))
+    calls = {k: v for k, v in emu["calls"].items() if v}
+    out["api_calls"] = {
+        "batches_created": emu["batches_created"],
+        "calls": calls,
+        "calls_per_batch": round(sum(calls.values()) / batches, 2),
+        "per_batch": {k: round(v / batches, 2) for k, v in calls.items()},
+    }
+    in_flight = redis_mem.median(IN_FLIGHT)
+    peak = redis_mem.peak(IN_FLIGHT)
+    out["redis_memory"] = {
+        "method": "INFO used_memory before the upload vs its median while the job's requests "
+        "were stored and none of its batches had ended (sampled every 50 ms), divided by "
+        "the request count",
+        "before_bytes": memory_before,
+        "in_flight_bytes": in_flight,
+        "in_flight_peak_bytes": peak,
+        "in_flight_samples": sum(1 for s in redis_mem.samples if s[1] == IN_FLIGHT),
+        "per_request_bytes": _per(in_flight, memory_before, n),
+        "per_request_peak_bytes": _per(peak, memory_before, n),
+        "request_bytes": round(job.avg_request_bytes, 1),
+        "compressed_request_bytes": round(job.avg_compressed_bytes, 1),
+        "stored_request_bytes": round(stored_request_bytes(job), 1),
+    }
+    out["worker_memory"] = {
+        "processes": [p for p in rss.result() if p["role"] != "server"],
+        "peak_rss_bytes": rss.max_bytes("batchline@"),
+        "body_bytes": job.body_bytes,
+    }
+    out["cpu"] = {
+        "method": "user+system CPU seconds of each process from submit to the end "
+        "(psutil), summed per worker and server",
+        "seconds": rss.cpu_s(),
+        "ms_per_request": {k: round(v * 1000 / n, 3) for k, v in rss.cpu_s().items()},
+    }
+    return out

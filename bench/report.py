@@ -1,0 +1,423 @@
+"""The harness's output: targets as ratios from the same run, one table (rich), and JSON."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+MB = 1e6
+# Worker memory must stay under this multiple of the batch's create body.
+MEMORY_BODY_RATIO = 2.5
+# Redis may hold this much more per request in flight than the request compressed.
+REDIS_OVERHEAD_BYTES = 300
+# The memory targets are stated for a 100,000-request batch; below these sizes the fixed
+# memory of a Python process (about 120 MB) or of Redis (about 1.5 MB) dominates.
+WORKER_MEMORY_MIN_REQUESTS = 100_000
+REDIS_MEMORY_MIN_REQUESTS = 10_000
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers ran on, and how busy it was."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "ram_bytes": psutil.virtual_memory().total,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _get(data: dict[str, Any], *path: str) -> Any:
+    cur: Any = data
+    for key in path:
+        if not isinstance(cur, dict) or key not in cur:
+            return None
+        cur = cur[key]
+    return cur
+
+
+def _target(
+    name: str,
+    wanted: str,
+    value: float | None,
+    ok: Callable[[float], bool],
+    unit: str = "x",
+    note: str = "",
+    applies: bool = True,
+) -> dict[str, Any]:
+    passed = None if value is None or not applies else bool(ok(value))
+    return {
+        "target": name,
+        "wanted": wanted,
+        "value": None if value is None else round(value, 3),
+        "unit": unit,
+        "result": "n/a" if passed is None else ("pass" if passed else "miss"),
+        "note": note,
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 7's targets, each a ratio (or a bound) from this run's numbers."""
+    out = []
+    bl_results = _get(s, "batchline", "stages", "result_processing", "requests_per_s")
+    plain = _get(s, "plain_celery", "defaults", "requests_per_s")
+    out.append(
+        _target(
+            "result stage vs plain Celery fan-out",
+            ">= 2x",
+            _ratio(bl_results, plain),
+            lambda v: v >= 2,
+            note="requests/s, no-op handler, one subtask per custom_id",
+        )
+    )
+    io_bl = _get(s, "io", "batchline", "end_to_end", "seconds")
+    io_seq = _get(s, "io", "sequential", "total_s")
+    out.append(
+        _target(
+            "10 ms I/O handler: Batchline vs sequential script",
+            ">= 20x faster",
+            _ratio(io_seq, io_bl),
+            lambda v: v >= 20,
+            note="end to end seconds",
+        )
+    )
+    e2e_bl = _get(s, "batchline", "end_to_end", "seconds")
+    e2e_seq = _get(s, "sequential", "total_s")
+    out.append(
+        _target(
+            "end to end, no-op handler: Batchline vs sequential script",
+            ">= 1x (no slower)",
+            _ratio(e2e_seq, e2e_bl),
+            lambda v: v >= 1,
+            note="sequential seconds / Batchline seconds",
+        )
+    )
+    peaks = [_get(s, sec, "worker_memory", "peak_rss_bytes") for sec in ("batchline",)] + [
+        _get(s, "io", "batchline", "worker_memory", "peak_rss_bytes")
+    ]
+    peak = max((p for p in peaks if p), default=None)
+    body = _get(s, "batchline", "worker_memory", "body_bytes") or _get(
+        s, "io", "batchline", "worker_memory", "body_bytes"
+    )
+    out.append(
+        _target(
+            "peak worker RSS / request body size",
+            f"< {MEMORY_BODY_RATIO}x",
+            _ratio(peak, body),
+            lambda v: v < MEMORY_BODY_RATIO,
+            note="largest Batchline worker process (main or pool), both handlers; judged "
+            f"from {WORKER_MEMORY_MIN_REQUESTS:,} requests",
+            applies=(_get(s, "batchline", "requests") or 0) >= WORKER_MEMORY_MIN_REQUESTS,
+        )
+    )
+    per_req = _get(s, "batchline", "redis_memory", "per_request_bytes")
+    compressed = _get(s, "batchline", "redis_memory", "compressed_request_bytes")
+    out.append(
+        _target(
+            "Redis memory per request in flight",
+            f"< compressed + {REDIS_OVERHEAD_BYTES} B"
+            + (f" = {compressed + REDIS_OVERHEAD_BYTES:.0f} B" if compressed else ""),
+            per_req,
+            lambda v: compressed is not None and v < compressed + REDIS_OVERHEAD_BYTES,
+            unit="B",
+            note=f"judged from {REDIS_MEMORY_MIN_REQUESTS:,} requests",
+            applies=(_get(s, "batchline", "requests") or 0) >= REDIS_MEMORY_MIN_REQUESTS,
+        )
+    )
+    for mode, m in (_get(s, "polling", "modes") or {}).items():
+        out.append(
+            _target(
+                f"polling ({mode}): peak API calls per minute",
+                f"<= {m['api_rpm']} (limit)",
+                m["peak_calls_per_minute"],
+                lambda v, limit=m["api_rpm"]: v <= limit,
+                unit="/min",
+                note=f"{m['batches']} batches in flight; 429s from the API: {m['calls_429']}",
+            )
+        )
+        out.append(
+            _target(
+                f"polling ({mode}): status calls per backoff step",
+                "<= 1",
+                m["status_calls_per_step"],
+                lambda v: v <= 1,
+                unit="",
+                note="retrieve+list calls / sum over batches of (poll steps + 1)",
+            )
+        )
+    direct = _get(s, "polling", "direct")
+    if direct:
+        out.append(
+            _target(
+                "polling: one list page instead of a retrieve per batch cuts calls",
+                "> 1x",
+                direct["calls_ratio"],
+                lambda v: v > 1,
+                note="measured through the SDK on the same batches at the same schedule",
+            )
+        )
+    emu = _get(s, "emulator_speed", "ratio")
+    out.append(
+        _target(
+            "emulator create time / null server",
+            "< 2x",
+            emu,
+            lambda v: v < 2,
+            note="bench.emulator_speed",
+        )
+    )
+    return out
+
+
+def _rps(stage: dict[str, Any] | None) -> str:
+    if not stage or stage.get("seconds") is None:
+        return "-"
+    rps = stage.get("requests_per_s")
+    return f"{stage['seconds']:.2f} s" + (f"  ({rps:,.0f} req/s)" if rps else "")
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value / MB:,.0f} MB"
+
+
+def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(section, measure, value) for the table, from whatever sections ran."""
+    out: list[tuple[str, str, str]] = []
+    bl = s.get("batchline")
+    if bl:
+        sec = f"Batchline, no-op handler ({bl['requests']:,} requests, {bl['batches']} batch)"
+        names = {
+            "upload": "upload to Redis (client)",
+            "validate_chunk": "validate + chunk (submit_job)",
+            "create": "create (intent -> API created_at)",
+            "poll_to_ended": "poll to ended (API ended_at -> seen)",
+            "fan_out": "fan-out (stream + store + publish)",
+            "result_processing": "result processing (fan-out start -> done_at)",
+        }
+        for key, label in names.items():
+            out.append((sec, label, _rps(bl["stages"].get(key))))
+        out.append((sec, "end to end (submit -> job ended)", _rps(bl["end_to_end"])))
+        out.append((sec, "result stage measured on", bl["result_stage"]))
+    seq = s.get("sequential")
+    if seq:
+        sec = "Sequential SDK script, no-op handler"
+        out.append(
+            (
+                sec,
+                "read / create / poll / iterate+handle",
+                f"{seq['read_s']:.2f} / {seq['create_s']:.2f} / {seq['poll_s']:.2f} / "
+                f"{seq['results_s']:.2f} s",
+            )
+        )
+        out.append(
+            (
+                sec,
+                "end to end",
+                f"{seq['total_s']:.2f} s  ({seq['requests'] / seq['total_s']:,.0f} req/s)",
+            )
+        )
+        out.append((sec, "peak RSS of the script", _mb(seq["peak_rss_bytes"])))
+    plain = s.get("plain_celery")
+    if plain:
+        sec = "Plain Celery fan-out (one apply_async per result)"
+        for key, p in plain.items():
+            out.append(
+                (
+                    sec,
+                    p["settings"],
+                    f"{p['seconds']:.2f} s  ({p['requests_per_s']:,.0f} req/s); "
+                    f"{p['task_messages_per_request']:.2f} task + "
+                    f"{p['event_messages_per_request']:.2f} other msgs/request"
+                    + (f"; {p['result_keys']:,} result keys" if p["result_keys"] else ""),
+                )
+            )
+            del key
+    io = s.get("io")
+    if io:
+        sec = "10 ms I/O handler"
+        b = io.get("batchline")
+        if b:
+            out.append((sec, f"Batchline end to end ({b['requests']:,})", _rps(b["end_to_end"])))
+            out.append((sec, "Batchline result processing", _rps(b["stages"]["result_processing"])))
+            out.append(
+                (sec, "Batchline hooks (first start -> last end)", _rps(b["stages"]["hooks"]))
+            )
+        q = io.get("sequential")
+        if q:
+            out.append(
+                (
+                    sec,
+                    f"sequential script end to end ({q['requests']:,})",
+                    f"{q['total_s']:.2f} s  ({q['requests'] / q['total_s']:,.0f} req/s)",
+                )
+            )
+    if bl:
+        sec = "Costs per request / batch (Batchline, no-op run)"
+        wm = bl["worker_memory"]
+        for p in wm["processes"]:
+            out.append(
+                (
+                    sec,
+                    f"peak RSS {p['worker'].split('@')[0]} {p['role']} pid {p['pid']}",
+                    _mb(p["peak_rss_bytes"]),
+                )
+            )
+        out.append((sec, "request body size (create body)", _mb(wm["body_bytes"])))
+        rm = bl["redis_memory"]
+        out.append(
+            (
+                sec,
+                "Redis memory per request in flight",
+                f"{rm['per_request_bytes']} B (request {rm['request_bytes']:.0f} B, "
+                f"compressed {rm['compressed_request_bytes']:.0f} B, stored "
+                f"{rm.get('stored_request_bytes', '-')} B)",
+            )
+        )
+        cm = bl["celery_messages"]
+        out.append(
+            (
+                sec,
+                "Celery messages per request",
+                f"{cm['task_messages_per_request']:.2f} task + "
+                f"{cm['event_messages_per_request']:.2f} event = {cm['total_per_request']:.2f}",
+            )
+        )
+        ac = bl["api_calls"]
+        out.append(
+            (
+                sec,
+                "API calls per batch",
+                f"{ac['calls_per_batch']:.1f} ("
+                + ", ".join(f"{k} {v:g}" for k, v in ac["per_batch"].items())
+                + ")",
+            )
+        )
+    if io and io.get("batchline"):
+        b = io["batchline"]
+        sec = "Costs per request (Batchline, 10 ms hook run)"
+        for p in b["worker_memory"]["processes"]:
+            out.append(
+                (
+                    sec,
+                    f"peak RSS {p['worker'].split('@')[0]} {p['role']} pid {p['pid']}",
+                    _mb(p["peak_rss_bytes"]),
+                )
+            )
+        cm = b["celery_messages"]
+        out.append(
+            (
+                sec,
+                "Celery messages per request",
+                f"{cm['task_messages_per_request']:.2f} task + "
+                f"{cm['event_messages_per_request']:.2f} event = {cm['total_per_request']:.2f}",
+            )
+        )
+    pol = s.get("polling")
+    if pol:
+        c = pol["config"]
+        sec = (
+            f"Polling: {c['batches']} batches in flight, limit {c['api_rpm']}/min, "
+            f"interval {c['poll_interval_s']:g}-{c['poll_max_interval_s']:g} s, "
+            f"batches end after {c['processing_s']:g} s"
+        )
+        for mode, m in pol["modes"].items():
+            out.append(
+                (
+                    sec,
+                    f"{mode}: calls by endpoint",
+                    ", ".join(f"{k} {v}" for k, v in m["calls"].items()) + f" in {m['seconds']} s",
+                )
+            )
+            out.append(
+                (
+                    sec,
+                    f"{mode}: peak calls / minute; 429s",
+                    f"{m['peak_calls_per_minute']} / {m['api_rpm']}; {m['calls_429']}",
+                )
+            )
+            out.append(
+                (
+                    sec,
+                    f"{mode}: status calls per batch; per backoff step",
+                    f"{m['status_calls_per_batch']}; {m['status_calls_per_step']} "
+                    f"(nominal steps per batch without the limit: {m['nominal_steps_per_batch']})",
+                )
+            )
+        d = pol.get("direct")
+        if d:
+            out.append(
+                (
+                    sec,
+                    "direct (SDK): calls to watch all batches end",
+                    f"retrieve {d['retrieve_calls']} ({d['retrieve_call_ms']} ms each) vs list "
+                    f"{d['list_calls']} ({d['list_call_ms']} ms each): {d['calls_ratio']}x fewer",
+                )
+            )
+    emu = s.get("emulator_speed")
+    if emu:
+        sec = f"Emulator create speed ({emu['requests']:,} requests, {_mb(emu['body_bytes'])})"
+        out.append(
+            (
+                sec,
+                "create: null server / emulator / ratio",
+                f"{emu['null_server_create_s']:.2f} s / {emu['emulator_create_s']:.2f} s / "
+                f"{emu['ratio']:.2f}x",
+            )
+        )
+    return out
+
+
+def print_table(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    m = report["machine"]
+    table = Table(
+        title=f"Batchline benchmark: {m['nproc']} CPUs ({m['cpu']}), "
+        f"{m['ram_bytes'] / 1e9:.0f} GB RAM, load average {m['load_average']}",
+        title_justify="left",
+    )
+    table.add_column("Measure", overflow="fold")
+    table.add_column("Value", overflow="fold")
+    last = None
+    for section, measure, value in report["rows"]:
+        if section != last:
+            if last is not None:
+                table.add_section()
+            table.add_row(f"[bold]{section}[/bold]", "")
+            last = section
+        table.add_row("  " + measure, value)
+    table.add_section()
+    table.add_row("[bold]Targets (ratios from this run)[/bold]", "")
+    for t in report["targets"]:
+        colour = {"pass": "green", "miss": "red"}.get(t["result"], "yellow")
+        value = "-" if t["value"] is None else f"{t['value']:g}{t['unit']}"
+        table.add_row(
+            f"  {t['target']} ({t['wanted']})",
+            f"{value} [{colour}]{t['result']}[/{colour}]" + (f"; {t['note']}" if t["note"] else ""),
+        )
+    console.print(table)
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
