@@ -7,7 +7,9 @@ import uuid
 from batchline.errors import RateLimited
 from batchline.store import Store
 
-WINDOW_MS = 60_000
+# The API counts calls per minute as they arrive; a token is taken a moment before the call
+# is sent, so a token is held a little longer than the minute to absorb that delay.
+WINDOW_MS = 62_000
 
 
 class Limiter:

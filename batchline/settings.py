@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(15.0, gt=0)
     poll_max_interval_s: float = Field(300.0, gt=0)
     poll_jitter: float = Field(0.2, ge=0, le=1)
+    # With at least this many batches in flight, polls read one shared `list` snapshot
+    # (refreshed at most once per poll_interval_s) instead of one `retrieve` each; 0 = never.
+    poll_list_threshold: int = Field(10, ge=0)
 
     # --- retries ---
     max_attempts: int = Field(3, ge=1)

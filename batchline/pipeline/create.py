@@ -11,6 +11,7 @@ from batchline.classify import CANCELED
 from batchline.errors import OutcomeUnknown, PermanentApiError, RateLimited, RetryableApiError
 from batchline.ingest import blob_wire
 from batchline.lease import Lease
+from batchline.pipeline import snapshot
 from batchline.pipeline.context import Context, Defer
 from batchline.pipeline.terminal import close_chunk
 from batchline.store import Chunk
@@ -235,6 +236,7 @@ def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconcile
             # Two creates raced (a lease ran out under a slow upload): keep the first.
             cancel_duplicate(ctx, chunk, batch.id)
         return
+    snapshot.track(ctx, batch.id, times.get("created_at", now))
     store.job_transition(job_id, "pending", "running")
     logs.event(
         "batch.created",

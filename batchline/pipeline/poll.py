@@ -5,7 +5,8 @@ from __future__ import annotations
 from anthropic.types.messages import MessageBatch
 
 from batchline import api, logs
-from batchline.errors import BatchNotFound, RateLimited, RetryableApiError
+from batchline.errors import BatchNotFound, PermanentApiError, RateLimited, RetryableApiError
+from batchline.pipeline import snapshot
 from batchline.pipeline.context import Context, Defer
 from batchline.store import Chunk
 
@@ -27,13 +28,11 @@ def poll_batch(ctx: Context, job_id: str, number: int, batch_id: str, gen: int) 
     ):
         return  # a stale chain: the batch ended, or the sweeper started a newer chain
     step = chunk.int("poll_step")
-    try:
-        ctx.limiter.take("retrieve")
-    except RateLimited as exc:
-        raise Defer(exc.retry_after_s or 1, str(exc)) from None
+    batch = snapshot.lookup(ctx, batch_id) if snapshot.use_list(ctx) else None
     now = store.now()
     try:
-        batch = api.retrieve(ctx.client, batch_id)
+        if batch is None:
+            batch = _retrieve(ctx, batch_id)
     except BatchNotFound:
         if now - chunk.float("created_at", now) < NOT_FOUND_GRACE_S:
             store.touch_chunk(job_id, number, polled_at=now)
@@ -57,6 +56,14 @@ def poll_batch(ctx: Context, job_id: str, number: int, batch_id: str, gen: int) 
         job_id, number, polled_at=now, poll_step=step + 1, status=batch.processing_status
     )
     raise Defer(ctx.poll_delay_s(step + 1), f"batch {batch.processing_status}")
+
+
+def _retrieve(ctx: Context, batch_id: str) -> MessageBatch:
+    try:
+        ctx.limiter.take("retrieve")
+    except RateLimited as exc:
+        raise Defer(exc.retry_after_s or 1, str(exc)) from None
+    return api.retrieve(ctx.client, batch_id)
 
 
 def mark_ended(ctx: Context, chunk: Chunk, batch: MessageBatch | None, lost: str = "") -> None:
@@ -83,6 +90,8 @@ def mark_ended(ctx: Context, chunk: Chunk, batch: MessageBatch | None, lost: str
     if not store.transition(chunk.job_id, chunk.number, "in_progress", "ended", **fields):
         return
     ctx.limiter.release(chunk.ref)
+    if chunk.batch_id:
+        snapshot.untrack(ctx, chunk.batch_id)
     logs.event(
         "batch.ended",
         job_id=chunk.job_id,
@@ -108,8 +117,6 @@ def cancel_batch(ctx: Context, job_id: str, number: int, batch_id: str) -> None:
         ctx.limiter.take("cancel")
     except RateLimited as exc:
         raise Defer(exc.retry_after_s or 1, str(exc)) from None
-    from batchline.errors import PermanentApiError
-
     try:
         api.cancel(ctx.client, batch_id)
     except RetryableApiError as exc:
