@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import signal
 import urllib.error
 import urllib.request
@@ -99,7 +100,12 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
 
 
 def stop_all(procs: list[Any], timeout: float = 15) -> None:
-    """SIGTERM every process at once, then wait for each (a warm shutdown takes seconds)."""
+    """SIGTERM every process at once, then wait for each (a warm shutdown takes seconds).
+
+    First, the test's finished Celery results are collected while their Redis still runs
+    (an AsyncResult unsubscribes from Redis when it is garbage collected).
+    """
+    gc.collect()
     for p in procs:
         if p.alive():
             p.signal_group(signal.SIGTERM)

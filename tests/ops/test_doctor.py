@@ -66,21 +66,7 @@ def test_a_healthy_stack_passes_every_check_and_shows_no_secret(
     assert [c["status"] for c in report["checks"]] == ["ok"] * 5
 
 
-def test_a_queue_nobody_consumes_is_named_with_the_fix(stack_factory: Any) -> None:
-    # Given workers on every queue but api
-    st = stack_factory()
-    st.worker(queues=["ingest", "results", "events"])
-    # When doctor runs
-    res = doctor(st.env)
-    # Then the queues check fails, naming api and how to fix it
-    assert res.returncode == 1
-    found = lines(res.stdout)
-    assert found["workers"].startswith("OK")
-    assert found["queues"].startswith("FAIL")
-    assert "nothing consumes api" in found["queues"] and "-Q api" in found["queues"]
-
-
-def test_no_worker_and_a_refused_key(stack_factory: Any) -> None:
+def test_no_worker_then_a_queue_nobody_consumes_then_a_refused_key(stack_factory: Any) -> None:
     # Given no worker at all, and an emulator that accepts only another key
     st = stack_factory("--api-keys", "sk-some-other-key")
     # When doctor runs
@@ -94,6 +80,17 @@ def test_no_worker_and_a_refused_key(stack_factory: Any) -> None:
     assert report["api"]["status"] == "fail"
     assert "refused the key (HTTP 401" in report["api"]["detail"]
     assert API_KEY not in res.stdout
+
+    # Given then workers on every queue but api
+    st.worker(queues=["ingest", "results", "events"])
+    # When doctor runs again
+    res = doctor(st.env)
+    # Then the queues check fails, naming api and how to fix it
+    assert res.returncode == 1
+    found = lines(res.stdout)
+    assert found["workers"].startswith("OK")
+    assert found["queues"].startswith("FAIL")
+    assert "nothing consumes api" in found["queues"] and "-Q api" in found["queues"]
 
 
 def test_unreachable_redis_and_missing_key_are_one_line_each() -> None:
