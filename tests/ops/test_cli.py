@@ -22,10 +22,13 @@ from tests.support.jobs import check_records, prompts
 JSON_COMMANDS = ("submit", "status", "cancel", "jobs", "doctor", "demo")
 
 
-def run(env: dict[str, str], *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def run(
+    env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "batchline"), *args],
         env={"PATH": str(BIN), **env},
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -84,9 +87,12 @@ def test_submit_wait_watch_and_json(stack: Any, tmp_path: Path) -> None:
     reqs = prompts(30) + prompts(2, "perm", " [[emulate:errored:invalid_request_error]]")
     src = write_jsonl(tmp_path / "in.jsonl", reqs)
 
-    # When a job is submitted with --wait off a terminal
+    # When a job is submitted with --wait off a terminal, read from stdin (as through
+    # `docker compose exec -T worker batchline submit /dev/stdin < file`)
     res = run(
-        env, "submit", str(src), "--model", "claude-haiku-4-5", "--max-tokens", "64", "--wait"
+        env,
+        *("submit", "/dev/stdin", "--model", "claude-haiku-4-5", "--max-tokens", "64", "--wait"),
+        stdin=src.read_text(),
     )
     # Then progress comes as plain lines on stderr, the job id alone on stdout's last line
     assert res.returncode == 0, res.stderr
