@@ -193,19 +193,21 @@ def submit(
             raise click.ClickException(f"--metadata is not valid JSON: {exc}") from None
     client = _client()
     result = client.submit(file, timeout_s=timeout_s, **options)
+    if not as_json:
+        # Said before any wait, so whoever watches knows the job and what was refused.
+        err = functools.partial(click.echo, err=True)
+        note = " (existing job)" if result.get("existing") else ""
+        err(
+            f"job {result['job_id']}: accepted {result['accepted']} request(s){note}; "
+            f"rejected {len(result['rejected'])}"
+        )
+        for line in result["rejected"][:20]:
+            err(f"  line {line['line']}: {line['reason']}")
+    # Progress ends with the final state (a last plain line, or the live view's last frame).
     final = follow(client, result["job_id"]) if wait else None
     if as_json:
         _json({**result, **({"status": final} if final else {})})
         return
-    err = functools.partial(click.echo, err=True)
-    note = " (existing job)" if result.get("existing") else ""
-    err(f"accepted {result['accepted']} request(s){note}; rejected {len(result['rejected'])}")
-    for line in result["rejected"][:20]:
-        err(f"  line {line['line']}: {line['reason']}")
-    if final:
-        from batchline.progress import summary_line
-
-        err(summary_line(final))
     click.echo(result["job_id"])
 
 
