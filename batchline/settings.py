@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -15,6 +17,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # The API refuses a batch over 100,000 requests or 256 MB of body; stay just under the bytes.
 API_MAX_BATCH_REQUESTS = 100_000
 API_MAX_BATCH_BYTES = 256 * 1000 * 1000
+# Svix's schedule: after the first attempt, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+DEFAULT_WEBHOOK_RETRY_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
 class ModelPrice(BaseModel):
@@ -41,14 +45,31 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 }
 
 
+def _check_whsec(value: SecretStr | None) -> SecretStr | None:
+    """A Standard Webhooks secret: `whsec_` and base64 of at least 16 bytes."""
+    if value is None:
+        return None
+    raw = value.get_secret_value()
+    body = raw.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(body + "==", validate=False)
+    except (binascii.Error, ValueError):
+        raise ValueError("a webhook secret must be whsec_ followed by base64") from None
+    if not raw.startswith("whsec_") or len(key) < 16:
+        raise ValueError("a webhook secret must be whsec_ followed by base64 of 16+ bytes")
+    return value
+
+
 class WebhookSubscription(BaseModel):
-    """A global webhook endpoint and the event types it wants ("*" for all)."""
+    """A global webhook endpoint and the event types it wants ("*" for all, "job.*")."""
 
     url: str
-    secret: str | None = None  # whsec_...; a second secret may follow during rotation
-    secondary_secret: str | None = None
-    event_types: list[str] = Field(default_factory=lambda: ["*"])
-    include_bodies: bool = False
+    secret: SecretStr | None = None  # whsec_...; webhook_secret when not given
+    secondary_secret: SecretStr | None = None  # a second valid secret during a rotation
+    event_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    include_bodies: bool = False  # result.* events carry the result record itself
+
+    _whsec = field_validator("secret", "secondary_secret")(_check_whsec)
 
 
 class Settings(BaseSettings):
@@ -109,13 +130,46 @@ class Settings(BaseSettings):
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
 
     # --- events and webhooks ---
-    events_retention_s: int = Field(7 * 86400, ge=60)
+    events_retention_s: int = Field(7 * 86400, ge=60)  # streams trimmed by age (MINID)
     progress_event_interval_s: float = Field(5.0, ge=0)
     webhook_subscriptions: list[WebhookSubscription] = Field(default_factory=list)
-    webhook_secret: str | None = None  # default secret for per-job webhook_url deliveries
-    webhook_allow_loopback: bool = False
-    webhook_timeout_s: float = Field(10.0, gt=0)
+    # Signs per-job webhook_url deliveries; the secondary is also valid during a rotation.
+    webhook_secret: SecretStr | None = None
+    webhook_secondary_secret: SecretStr | None = None
+    webhook_allow_loopback: bool = False  # local development only
+    webhook_allow_private: bool = False  # private and shared ranges (10/8, fc00::/7, ...)
+    webhook_timeout_s: float = Field(10.0, gt=0)  # the whole attempt: connect to last byte
     webhook_max_response_bytes: int = Field(64 * 1024, ge=0)
+    # Waits between attempts after the first (Svix's: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
+    # 10 h), each stretched or shrunk by up to webhook_retry_jitter.
+    webhook_retry_schedule_s: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_RETRY_SCHEDULE_S)
+    )
+    webhook_retry_jitter: float = Field(0.2, ge=0, le=0.5)
+    # A delivery sent or started but silent this long is sent again (its worker died).
+    webhook_lease_s: float = Field(60.0, gt=0)
+    webhook_scheduler_interval_s: float = Field(2.0, gt=0, le=60)
+    webhook_log_entries: int = Field(1000, ge=10)  # delivery log entries kept per endpoint
+
+    _whsec = field_validator("webhook_secret", "webhook_secondary_secret")(_check_whsec)
+
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _check_schedule(cls, value: list[float]) -> list[float]:
+        if any(v <= 0 for v in value):
+            raise ValueError("every webhook retry wait must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _check_webhooks(self) -> Settings:
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            raise ValueError("webhook_lease_s must be longer than webhook_timeout_s")
+        if self.visibility_timeout_s < 2 * self.webhook_scheduler_interval_s:
+            raise ValueError("visibility_timeout_s must be at least twice the scheduler interval")
+        # Deliveries waiting for a retry live as long as the event retention.
+        if self.events_retention_s < 2 * max(self.webhook_retry_schedule_s, default=0):
+            raise ValueError("events_retention_s must be at least twice the longest retry wait")
+        return self
 
     # --- observability ---
     log_level: str = "INFO"
