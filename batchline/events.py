@@ -1,37 +1,171 @@
-"""Job events (job.created, batch.ended, ...) appended to a Redis stream for consumers."""
+"""Job events (job.created, batch.ended, ...) in Redis Streams: one for the fleet, one per job.
+
+Every event goes to `<prefix>:events` (what services read with consumer groups, and what
+the webhook dispatcher reads with its own group) and to `<prefix>:job:<id>:events` (what
+`batchline events JOB --follow` reads). Both are trimmed by age with MINID, never by
+length: trimming ignores consumer progress, so a length cap would silently drop entries a
+slow group has not read yet.
+"""
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypedDict
 
 import redis
 
-from batchline.wire import dumps
+from batchline.wire import dumps, loads
 
-STREAM_SUFFIX = "events"
+WEBHOOK_GROUP = "batchline-webhooks"  # the dispatcher's own consumer group
+FINAL_TYPES = ("job.completed", "job.canceled")
+EVENT_TYPES = (
+    "job.created",
+    "batch.created",
+    "batch.ended",
+    "job.progress",
+    "job.completed",
+    "job.canceled",
+    "result.succeeded",
+    "result.failed",
+)
+# A retried EMIT (the reply was lost, redis-py sent it again) must not write the event twice:
+# the event id is remembered this long.
+EMIT_MARK_MS = 300_000
+# How long "a dispatch task is queued" holds before another emit may queue one more.
+NUDGE_MS = 60_000
+
+# KEYS: fleet stream, job stream, emitted mark, dispatch-queued flag
+# ARGV: event JSON, retention ms, job stream TTL s, webhook group, mark ms, nudge ms
+# Returns {fleet entry id or false when already written, 1 when a dispatch should be sent}.
+EMIT = """
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[5]) then
+  return {false, 0}
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local minid = string.format('%d-0', now_ms - tonumber(ARGV[2]))
+pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[4], '$', 'MKSTREAM')
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'event', ARGV[1])
+redis.call('XADD', KEYS[2], 'MINID', '~', minid, '*', 'event', ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+local nudge = 0
+if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[6]) then nudge = 1 end
+return {id, nudge}
+"""
 
 
-def stream_key(prefix: str) -> str:
-    return f"{prefix}:{STREAM_SUFFIX}"
+class Event(TypedDict):
+    """One event as stored, consumed and delivered: id, type, UTC timestamp and data."""
+
+    id: str
+    type: str
+    timestamp: str  # ISO 8601, UTC, milliseconds: 2026-01-31T12:00:00.123Z
+    data: dict[str, Any]  # always job_id and metadata, then the type's own fields
 
 
-def new_event(job_id: str, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EventKeys:
+    """The streams and marks of the event log under one prefix."""
+
+    prefix: str
+
+    @property
+    def fleet(self) -> str:
+        """Stream: every event of every job (consumer groups read this one)."""
+        return f"{self.prefix}:events"
+
+    def job(self, job_id: str) -> str:
+        """Stream: one job's events, expiring with the retention after its last event."""
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def emitted(self, event_id: str) -> str:
+        return f"{self.prefix}:evt:{event_id}"
+
+    @property
+    def dispatch_queued(self) -> str:
+        """String: a webhook dispatch task is queued or running (at most one is sent)."""
+        return f"{self.prefix}:wh:dispatch:queued"
+
+
+def new_event_id() -> str:
+    """A unique id that sorts by creation time: evt_ + ms (hex) + 80 random bits."""
+    return f"evt_{int(time.time() * 1000):011x}{secrets.token_hex(10)}"
+
+
+def utc_timestamp(at: float | None = None) -> str:
+    moment = datetime.fromtimestamp(time.time() if at is None else at, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_event(job_id: str, type_: str, data: dict[str, Any]) -> Event:
     return {
-        "id": f"evt_{uuid.uuid4().hex}",
+        "id": new_event_id(),
         "type": type_,
-        "timestamp": time.time(),
-        "job_id": job_id,
-        "data": data,
+        "timestamp": utc_timestamp(),
+        "data": {"job_id": job_id, **data},
     }
 
 
 def emit(
-    r: redis.Redis, prefix: str, job_id: str, type_: str, data: dict[str, Any], retention_s: int
-) -> dict[str, Any]:
-    """Append an event to the stream, trimming entries older than the retention by MINID."""
-    evt = new_event(job_id, type_, data)
-    min_id = f"{int((time.time() - retention_s) * 1000)}-0"
-    r.xadd(stream_key(prefix), {"event": dumps(evt)}, minid=min_id, approximate=True)
-    return evt
+    r: redis.Redis, keys: EventKeys, event: Event, retention_s: int
+) -> tuple[str | None, bool]:
+    """Append the event to both streams at once, trimming by age; (entry id, send dispatch).
+
+    The entry id is None when this event id was already written (a retried call).
+    """
+    job_id = event["data"]["job_id"]
+    script = r.register_script(EMIT)
+    entry, nudge = script(
+        keys=[keys.fleet, keys.job(job_id), keys.emitted(event["id"]), keys.dispatch_queued],
+        args=[dumps(event), retention_s * 1000, retention_s, WEBHOOK_GROUP, EMIT_MARK_MS, NUDGE_MS],
+    )
+    if entry is None:
+        return None, False
+    return (entry.decode() if isinstance(entry, bytes) else str(entry)), bool(nudge)
+
+
+def decode_entry(fields: Any) -> Event | None:
+    """The event in a stream entry (None for an entry trimmed away while pending)."""
+    if not fields or b"event" not in fields:
+        return None
+    return loads(fields[b"event"])
+
+
+def job_events(r: redis.Redis, keys: EventKeys, job_id: str) -> list[tuple[str, Event]]:
+    """Every retained event of the job, oldest first, with its stream entry id."""
+    out = []
+    entries: Any = r.xrange(keys.job(job_id))
+    for entry_id, fields in entries:
+        event = decode_entry(fields)
+        if event is not None:
+            out.append((entry_id.decode(), event))
+    return out
+
+
+def follow(
+    r: redis.Redis, keys: EventKeys, job_id: str, block_ms: int = 1000, after: str = "0-0"
+) -> Iterator[Event | None]:
+    """The job's events as they are written, from the first retained one.
+
+    Yields None after each quiet `block_ms` (so a caller can check on the job) and stops
+    after the job's final event.
+    """
+    stream = keys.job(job_id)
+    last = after
+    while True:
+        reply: Any = r.xread({stream: last}, count=100, block=block_ms)
+        if not reply:
+            yield None
+            continue
+        for entry_id, fields in reply[0][1]:
+            last = entry_id.decode()
+            event = decode_entry(fields)
+            if event is None:
+                continue
+            yield event
+            if event["type"] in FINAL_TYPES:
+                return

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import anthropic
 
 from batchline import events, logs
+from batchline.errors import JobNotFound
 from batchline.lease import Lease
 from batchline.limiter import Limiter
 from batchline.settings import Settings
@@ -66,7 +67,10 @@ class Context:
         fatal to the step). Every event carries the job's metadata."""
         try:
             if "metadata" not in data:
-                data["metadata"] = self.store.options(job_id).metadata
+                try:
+                    data["metadata"] = self.store.options(job_id).metadata
+                except JobNotFound:
+                    data["metadata"] = None
             event = events.new_event(job_id, type_, data)
             keys = events.EventKeys(self.settings.key_prefix)
             _, wake = events.emit(self.store.r, keys, event, self.settings.events_retention_s)
