@@ -33,8 +33,11 @@ def submit_job(
 ) -> dict[str, Any]:
     """Validate, store and start a job; returns {job_id, accepted, rejected, existing}."""
     from batchline.validation import check_defaults
+    from batchline.webhooks.endpoints import check_job_webhook
 
     settings = get_settings()
+    if webhook_url is not None:
+        check_job_webhook(webhook_url, settings)
     base_defaults: dict[str, Any] = {}
     if settings.default_model:
         base_defaults["model"] = settings.default_model

@@ -1,0 +1,1 @@
+"""Signed webhooks (Standard Webhooks) for job events: endpoints, safety, delivery, retries."""

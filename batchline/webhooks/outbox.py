@@ -1,0 +1,448 @@
+"""Webhook delivery state in Redis: per endpoint-and-job lanes, claims, retries, dead letters.
+
+Each (endpoint, job) pair has a lane: a list of event ids delivered strictly in order, the
+head being the one tried. A sorted set holds when each lane's head is due: a retry's time,
+or the end of the lease of an attempt in progress (so the attempt of a worker that died is
+sent again). Every change is one Lua script, so two workers never both own a head.
+All times come from the Redis server's clock.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from batchline.events import Event
+from batchline.settings import Settings
+from batchline.webhooks.endpoints import Endpoint, Kind
+from batchline.webhooks.keys import WebhookKeys, delivery_ref, lane_ref
+from batchline.wire import dumps, loads
+
+TICK_LIMIT = 500  # due lanes handed out per scheduler tick
+
+_LIB = """
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function arm(key, id, ttl)
+  if redis.call('SET', key, id, 'NX', 'PX', ttl) then return id end
+  return false
+end
+"""
+
+# KEYS: delivery, lane, due, endpoints, chain
+# ARGV: event id, event JSON, url, kind, job id, endpoint id, lane ref, lease s, ttl s,
+#       endpoint JSON, chain id, chain ttl ms, event type
+ENQUEUE = (
+    _LIB
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, false} end
+local t = now()
+redis.call('HSET', KEYS[1], 'event_id', ARGV[1], 'event', ARGV[2], 'url', ARGV[3],
+  'kind', ARGV[4], 'job_id', ARGV[5], 'endpoint', ARGV[6], 'type', ARGV[13],
+  'state', 'queued', 'attempts', 0, 'failures', 0, 'created_at', t)
+redis.call('EXPIRE', KEYS[1], ARGV[9])
+redis.call('HSET', KEYS[4], ARGV[6], ARGV[10])
+local n = redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[9])
+if n > 1 then return {1, false} end
+redis.call('ZADD', KEYS[3], t + tonumber(ARGV[8]), ARGV[7])
+return {2, arm(KEYS[5], ARGV[11], ARGV[12])}
+"""
+)
+
+# KEYS: delivery, lane, due, chain
+# ARGV: event id, claim token, lease s, lane ref, chain id, chain ttl ms
+CLAIM = (
+    _LIB
+    + """
+if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[1] then return {'stale'} end
+local t = now()
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('LPOP', KEYS[2])
+  local nxt = redis.call('LINDEX', KEYS[2], 0)
+  if not nxt then redis.call('ZREM', KEYS[3], ARGV[4]); return {'missing'} end
+  redis.call('ZADD', KEYS[3], t + tonumber(ARGV[3]), ARGV[4])
+  return {'missing', nxt, arm(KEYS[4], ARGV[5], ARGV[6])}
+end
+local state = redis.call('HGET', KEYS[1], 'state') or ''
+
+if state == 'delivering' and tonumber(redis.call('HGET', KEYS[1], 'claimed_until')) > t then
+  return {'busy'}
+end
+if state == 'waiting' and tonumber(redis.call('HGET', KEYS[1], 'next_at')) > t then
+  return {'early'}
+end
+local lease_until = t + tonumber(ARGV[3])
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'state', 'delivering', 'claim', ARGV[2],
+  'claimed_until', lease_until, 'started_at', t)
+redis.call('ZADD', KEYS[3], lease_until, ARGV[4])
+local armed = arm(KEYS[4], ARGV[5], ARGV[6])
+local f = redis.call('HMGET', KEYS[1], 'failures', 'event', 'url', 'kind', 'body')
+return {'claimed', attempt, f[1], f[2], f[3], f[4], f[5] or false, armed, state}
+"""
+)
+
+# KEYS: delivery, lane, due, dead, log, chain
+# ARGV: event id, claim token, outcome (ok|retry|dead), wait s, log entry JSON, lane ref,
+#       delivery ref, lease s, log max, ttl s, chain id, chain ttl ms, status, error
+FINISH = (
+    _LIB
+    + """
+local t = now()
+redis.call('LPUSH', KEYS[5], ARGV[5])
+redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[9]) - 1)
+redis.call('EXPIRE', KEYS[5], ARGV[10])
+local head = redis.call('LINDEX', KEYS[2], 0) == ARGV[1]
+local mine = redis.call('HGET', KEYS[1], 'claim') == ARGV[2]
+if not head or (not mine and ARGV[3] ~= 'ok') then return {'ignored'} end
+redis.call('HSET', KEYS[1], 'last_status', ARGV[13], 'last_error', ARGV[14],
+  'last_at', t, 'claim', '')
+redis.call('EXPIRE', KEYS[1], ARGV[10])
+redis.call('EXPIRE', KEYS[2], ARGV[10])
+if ARGV[3] == 'retry' then
+  local at = t + tonumber(ARGV[4])
+  redis.call('HINCRBY', KEYS[1], 'failures', 1)
+  redis.call('HSET', KEYS[1], 'state', 'waiting', 'next_at', at)
+  redis.call('ZADD', KEYS[3], at, ARGV[6])
+  return {'retry', false, arm(KEYS[6], ARGV[11], ARGV[12])}
+end
+if ARGV[3] == 'dead' then
+  redis.call('HINCRBY', KEYS[1], 'failures', 1)
+  redis.call('HSET', KEYS[1], 'state', 'dead', 'dead_at', t)
+  redis.call('ZADD', KEYS[4], t, ARGV[7])
+else
+  redis.call('HSET', KEYS[1], 'state', 'delivered', 'delivered_at', t)
+end
+redis.call('LPOP', KEYS[2])
+local nxt = redis.call('LINDEX', KEYS[2], 0)
+if not nxt then
+  redis.call('ZREM', KEYS[3], ARGV[6])
+  return {ARGV[3], false, false}
+end
+redis.call('ZADD', KEYS[3], t + tonumber(ARGV[8]), ARGV[6])
+return {ARGV[3], nxt, arm(KEYS[6], ARGV[11], ARGV[12])}
+"""
+)
+
+# KEYS: due, chain
+# ARGV: chain id ('' for a one-off run), lease s, limit, lane key prefix, new chain id,
+#       chain ttl ms, force ('1': the new chain replaces whatever chain there was)
+TICK = (
+    _LIB
+    + """
+local cur = redis.call('GET', KEYS[2])
+if ARGV[1] ~= '' and cur ~= ARGV[1] then return {'superseded', false, false} end
+local t = now()
+local due = redis.call('ZRANGE', KEYS[1], '-inf', t, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, ref in ipairs(due) do
+  local head = redis.call('LINDEX', ARGV[4] .. ref, 0)
+  if head then
+    redis.call('ZADD', KEYS[1], t + tonumber(ARGV[2]), ref)
+    table.insert(out, ref)
+    table.insert(out, head)
+  else
+    redis.call('ZREM', KEYS[1], ref)
+  end
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local wait = false
+if first[2] then wait = tostring(math.max(0, tonumber(first[2]) - t)) end
+local chain = false
+if ARGV[1] ~= '' then
+  if wait then
+    redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[6])
+    chain = ARGV[1]
+  else
+    redis.call('DEL', KEYS[2])
+  end
+elseif ARGV[7] == '1' then
+  redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
+  chain = ARGV[5]
+elseif wait then
+  chain = arm(KEYS[2], ARGV[5], ARGV[6])
+end
+local reply = {'ok', wait, chain}
+for _, v in ipairs(out) do table.insert(reply, v) end
+return reply
+"""
+)
+
+# KEYS: delivery, lane, due, dead, chain
+# ARGV: event id, delivery ref, lane ref, lease s, ttl s, chain id, chain ttl ms
+REPLAY = (
+    _LIB
+    + """
+if not redis.call('ZSCORE', KEYS[4], ARGV[2]) then return {0, false} end
+redis.call('ZREM', KEYS[4], ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, false} end
+local t = now()
+redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'failures', 0, 'claim', '',
+  'replayed_at', t)
+redis.call('HINCRBY', KEYS[1], 'replays', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+local n = redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+if n > 1 then return {1, false} end
+redis.call('ZADD', KEYS[3], t + tonumber(ARGV[4]), ARGV[3])
+return {2, arm(KEYS[5], ARGV[6], ARGV[7])}
+"""
+)
+
+
+def _s(value: Any) -> str | None:
+    if value is None or value is False:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def new_chain_id() -> str:
+    return "chain_" + secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The head of a lane, now owned by one attempt until its lease runs out."""
+
+    endpoint_id: str
+    job_id: str
+    event_id: str
+    token: str
+    attempt: int  # attempts started, this one included
+    failures: int  # attempts that ended without a 2xx before this one
+    event: Event
+    url: str
+    kind: Kind
+    body: bytes | None  # as first sent; retries send the same bytes
+    chain: str | None  # a scheduler chain to start
+    lost_previous: bool  # the attempt before this one never reported back
+
+
+@dataclass(frozen=True)
+class Next:
+    """What to send after a change: the lane's new head now, and/or a new scheduler chain."""
+
+    event_id: str | None = None
+    chain: str | None = None
+
+
+@dataclass(frozen=True)
+class Tick:
+    """A scheduler tick: heads due now, the wait until the next one, the chain to go on."""
+
+    superseded: bool
+    due: list[tuple[str, str, str]]  # (endpoint id, job id, event id)
+    wait_s: float | None
+    chain: str | None
+
+
+class Outbox:
+    """Lanes, claims, retries and dead letters of webhook deliveries."""
+
+    def __init__(self, r: redis.Redis, settings: Settings):
+        self.r = r
+        self.settings = settings
+        self.keys = WebhookKeys(settings.key_prefix)
+        self._enqueue = r.register_script(ENQUEUE)
+        self._claim = r.register_script(CLAIM)
+        self._finish = r.register_script(FINISH)
+        self._tick = r.register_script(TICK)
+        self._replay = r.register_script(REPLAY)
+
+    @property
+    def lease_s(self) -> float:
+        return self.settings.webhook_lease_s
+
+    @property
+    def ttl_s(self) -> int:
+        return self.settings.events_retention_s
+
+    @property
+    def chain_ttl_ms(self) -> int:
+        # Long enough for a tick's countdown plus a queue that is busy for a while; a chain
+        # that died lets the key expire and the next change starts another.
+        return int((3 * self.settings.webhook_scheduler_interval_s + 30) * 1000)
+
+    def enqueue(self, endpoint: Endpoint, event: Event) -> tuple[bool, Next]:
+        """Queue the event for the endpoint once (a repeat is a no-op): (queued, next)."""
+        job_id = event["data"]["job_id"]
+        ref = lane_ref(endpoint.id, job_id)
+        code, chain = self._enqueue(
+            keys=[
+                self.keys.delivery(endpoint.id, event["id"]),
+                self.keys.lane(ref),
+                self.keys.due,
+                self.keys.endpoints,
+                self.keys.chain,
+            ],
+            args=[
+                event["id"],
+                dumps(event),
+                endpoint.url,
+                endpoint.kind,
+                job_id,
+                endpoint.id,
+                ref,
+                self.lease_s,
+                self.ttl_s,
+                dumps({"url": endpoint.url, "kind": endpoint.kind}),
+                new_chain_id(),
+                self.chain_ttl_ms,
+                event["type"],
+            ],
+        )
+        head = event["id"] if int(code) == 2 else None
+        return int(code) > 0, Next(head, _s(chain))
+
+    def claim(self, endpoint_id: str, job_id: str, event_id: str) -> Claim | Next | None:
+        """Own the lane's head for one attempt; None if it is not due or someone else has it.
+
+        A Next comes back when the delivery had expired and was skipped.
+        """
+        ref = lane_ref(endpoint_id, job_id)
+        token = secrets.token_hex(8)
+        reply = self._claim(
+            keys=[
+                self.keys.delivery(endpoint_id, event_id),
+                self.keys.lane(ref),
+                self.keys.due,
+                self.keys.chain,
+            ],
+            args=[event_id, token, self.lease_s, ref, new_chain_id(), self.chain_ttl_ms],
+        )
+        status = _s(reply[0])
+        if status == "missing":
+            padded = [*reply, None, None]
+            return Next(_s(padded[1]), _s(padded[2]))
+        if status != "claimed":
+            return None
+        _, attempt, failures, event, url, kind, body, chain, previous = reply
+        return Claim(
+            endpoint_id=endpoint_id,
+            job_id=job_id,
+            event_id=event_id,
+            token=token,
+            attempt=int(attempt),
+            failures=int(failures or 0),
+            event=loads(event),
+            url=_s(url) or "",
+            kind="subscription" if _s(kind) == "subscription" else "job",
+            body=body or None,
+            chain=_s(chain),
+            lost_previous=_s(previous) == "delivering",
+        )
+
+    def save_body(self, claim: Claim, body: bytes) -> bytes:
+        """Keep the bytes of the first attempt; every retry and replay sends these."""
+        key = self.keys.delivery(claim.endpoint_id, claim.event_id)
+        if self.r.hsetnx(key, "body", body):
+            return body
+        return self.r.hget(key, "body") or body  # type: ignore[return-value]
+
+    def finish(
+        self,
+        claim: Claim,
+        outcome: str,
+        entry: dict[str, Any],
+        *,
+        wait_s: float = 0.0,
+        status: int | None = None,
+        error: str = "",
+    ) -> Next:
+        """Record an attempt's outcome (ok, retry or dead) and its log entry."""
+        ref = lane_ref(claim.endpoint_id, claim.job_id)
+        reply = self._finish(
+            keys=[
+                self.keys.delivery(claim.endpoint_id, claim.event_id),
+                self.keys.lane(ref),
+                self.keys.due,
+                self.keys.dead,
+                self.keys.log(claim.endpoint_id),
+                self.keys.chain,
+            ],
+            args=[
+                claim.event_id,
+                claim.token,
+                outcome,
+                wait_s,
+                dumps(entry),
+                ref,
+                delivery_ref(claim.endpoint_id, claim.event_id),
+                self.lease_s,
+                self.settings.webhook_log_entries,
+                self.ttl_s,
+                new_chain_id(),
+                self.chain_ttl_ms,
+                "" if status is None else status,
+                error,
+            ],
+        )
+        if _s(reply[0]) == "ignored":
+            return Next()
+        return Next(_s(reply[1]), _s(reply[2]))
+
+    def tick(self, chain_id: str | None, *, force: bool = False) -> Tick:
+        """Hand out every head that is due; say when to look again and which chain goes on."""
+        reply = self._tick(
+            keys=[self.keys.due, self.keys.chain],
+            args=[
+                chain_id or "",
+                self.lease_s,
+                TICK_LIMIT,
+                self.keys.lane_prefix,
+                new_chain_id(),
+                self.chain_ttl_ms,
+                "1" if force else "0",
+            ],
+        )
+        if _s(reply[0]) == "superseded":
+            return Tick(True, [], None, None)
+        wait = _s(reply[1])
+        due = []
+        rest = reply[3:]
+        for i in range(0, len(rest), 2):
+            endpoint_id, job_id = _s(rest[i]).split("|", 1)  # type: ignore[union-attr]
+            due.append((endpoint_id, job_id, _s(rest[i + 1]) or ""))
+        return Tick(False, due, float(wait) if wait is not None else None, _s(reply[2]))
+
+    def replay(self, endpoint_id: str, event_id: str) -> tuple[int, str, Next]:
+        """Take a dead delivery back into its lane with a fresh schedule (same webhook-id).
+
+        (1, job id, next) when requeued; 0 when it is not a dead letter; -1 when expired.
+        """
+        key = self.keys.delivery(endpoint_id, event_id)
+        job_id = _s(self.r.hget(key, "job_id")) or ""
+        ref = lane_ref(endpoint_id, job_id)
+        code, chain = self._replay(
+            keys=[key, self.keys.lane(ref), self.keys.due, self.keys.dead, self.keys.chain],
+            args=[
+                event_id,
+                delivery_ref(endpoint_id, event_id),
+                ref,
+                self.lease_s,
+                self.ttl_s,
+                new_chain_id(),
+                self.chain_ttl_ms,
+            ],
+        )
+        if int(code) <= 0:
+            return int(code), job_id, Next()
+        return 1, job_id, Next(event_id if int(code) == 2 else None, _s(chain))
+
+    def note_lost(self, claim: Claim, entry: dict[str, Any]) -> None:
+        """Log that the attempt before this claim never reported back (its worker died)."""
+        key = self.keys.log(claim.endpoint_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.lpush(key, dumps(entry))
+        pipe.ltrim(key, 0, self.settings.webhook_log_entries - 1)
+        pipe.expire(key, self.ttl_s)
+        pipe.execute()
+
+    def job_of(self, endpoint_id: str, event_id: str) -> str | None:
+        return _s(self.r.hget(self.keys.delivery(endpoint_id, event_id), "job_id"))
