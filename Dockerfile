@@ -8,16 +8,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
+# Dependencies first, from pyproject.toml alone: a code change does not reinstall them.
 COPY pyproject.toml README.md ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt
+
 COPY batchline ./batchline
 COPY workers ./workers
 COPY tasks ./tasks
 COPY docker/entrypoint.sh /usr/local/bin/batchline-entrypoint
-RUN pip install . \
+RUN pip install --no-deps . \
  && chmod 0755 /usr/local/bin/batchline-entrypoint \
  && useradd --system --uid 10001 --user-group --home-dir /data --create-home batchline
 
-# Beat's schedule and Flower's state live here (a volume in docker-compose.yml).
+# Beat's schedule and Flower's state live here (volumes in docker-compose.yml).
 WORKDIR /data
 USER batchline
 

@@ -433,3 +433,27 @@ def test_settings_passed_to_containers_are_real_settings() -> None:
                 continue
             if key.startswith("BATCHLINE_"):
                 assert key in fields, (name, key)
+
+
+def test_the_dockerfile_copies_what_exists_and_is_not_ignored() -> None:
+    ignored = [
+        line.strip()
+        for line in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copies = [
+        line.split()[1:-1]
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.startswith("COPY ")
+    ]
+    sources = [src for srcs in copies for src in srcs if not src.startswith("--")]
+    assert {"pyproject.toml", "batchline", "workers", "tasks", "docker/entrypoint.sh"} <= set(
+        sources
+    )
+    for src in sources:
+        assert (PROJECT_ROOT / src).exists(), src
+        assert not any(Path(src).match(pattern) for pattern in ignored), src
+    # The entry point exists, is a POSIX shell script, and the image runs as a user, not root.
+    assert ENTRYPOINT.read_text().startswith("#!/bin/sh\n")
+    subprocess.run(["sh", "-n", str(ENTRYPOINT)], check=True)
+    assert "\nUSER batchline\n" in DOCKERFILE.read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ def test_a_healthy_stack_passes_every_check_and_shows_no_secret(
         # When doctor runs with the workers' environment
         res = doctor(st.env)
         as_json = doctor(st.env, "--json")
+        # (and the compose file's worker health check, pointed at this worker and at none)
+        healthy = worker_health_check(st.env, "doc@dochost")
+        unhealthy = worker_health_check(st.env, "gone@dochost", timeout_s=1)
     finally:
         st.stop()
         server.stop()
@@ -64,6 +68,23 @@ def test_a_healthy_stack_passes_every_check_and_shows_no_secret(
     report = orjson.loads(as_json.stdout)
     assert as_json.returncode == 0 and report["ok"] is True
     assert [c["status"] for c in report["checks"]] == ["ok"] * 5
+    assert healthy == 0 and unhealthy != 0
+
+
+def worker_health_check(env: dict[str, str], node: str, timeout_s: float = 10) -> int:
+    """docker-compose.yml's health check of the `worker` service, run against `node`."""
+    from tests.ops.test_compose import resolved
+
+    test = resolved()["services"]["worker"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    script = (
+        test[1]
+        .replace("worker@$HOSTNAME", node)
+        .replace("--timeout 10", f"--timeout {timeout_s:g}")
+    )
+    path = f"{BIN}:{os.environ['PATH']}"
+    done = subprocess.run(["sh", "-c", script], env={**env, "PATH": path}, timeout=60)
+    return done.returncode
 
 
 def test_no_worker_then_a_queue_nobody_consumes_then_a_refused_key(stack_factory: Any) -> None:
