@@ -74,7 +74,7 @@ def event_line(event: dict[str, Any]) -> str:
 def events(job_id: str, follow: bool, as_json: bool) -> None:
     """Print a job's events (kept for BATCHLINE_EVENTS_RETENTION_S)."""
     from batchline import events as ev
-    from batchline.store import Store
+    from batchline.store import FINAL_JOB_STATES, Store
 
     settings, r = _state()
     keys = ev.EventKeys(settings.key_prefix)
@@ -85,10 +85,18 @@ def events(job_id: str, follow: bool, as_json: bool) -> None:
         for _entry, event in ev.job_events(r, keys, job_id):
             show(event)
         return
+    store = Store(r, settings)
+    quiet_after_end = 0
     for maybe in ev.follow(r, keys, job_id):
         if maybe is not None:
             show(maybe)
             sys.stdout.flush()
+        elif store.job_state(job_id) in (*FINAL_JOB_STATES, None):
+            # The job ended, yet its final event has not come: give it one more quiet
+            # period (it is written just after the state changes), then stop.
+            quiet_after_end += 1
+            if quiet_after_end > 1:
+                return
 
 
 @click.group()

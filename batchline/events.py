@@ -129,10 +129,26 @@ def emit(
 
 
 def decode_entry(fields: Any) -> Event | None:
-    """The event in a stream entry (None for an entry trimmed away while pending)."""
-    if not fields or b"event" not in fields:
+    """The event in a stream entry; None for an entry trimmed away while pending, or for
+    anything in the stream that is not an event (skipped, never fatal to a reader)."""
+    if not fields:
         return None
-    return loads(fields[b"event"])
+    raw = fields.get(b"event", fields.get("event"))
+    if raw is None:
+        return None
+    try:
+        event = loads(raw)
+    except ValueError:
+        return None
+    if (
+        not isinstance(event, dict)
+        or not isinstance(event.get("id"), str)
+        or not isinstance(event.get("type"), str)
+        or not isinstance(event.get("data"), dict)
+        or not isinstance(event["data"].get("job_id"), str)
+    ):
+        return None
+    return event  # type: ignore[return-value]
 
 
 def job_events(r: redis.Redis, keys: EventKeys, job_id: str) -> list[tuple[str, Event]]:

@@ -79,6 +79,9 @@ def test_a_consumer_reads_pending_first_reclaims_idle_and_skips_duplicates(
     # A retried XADD outside the EMIT script would write the same event twice
     r.xadd(KEYS.fleet, {"event": dumps(sent[2])})
     r.xadd(KEYS.fleet, {"event": dumps(sent[4])})
+    # and entries that are not events are skipped, not fatal
+    r.xadd(KEYS.fleet, {"event": b"not json"})
+    r.xadd(KEYS.fleet, {"something": b"else"})
     # When consumer a reads three events and dies before acknowledging them
     taken = a.read(count=3, block_ms=100)
     assert [d.event["id"] for d in taken] == [e["id"] for e in sent[:3]]

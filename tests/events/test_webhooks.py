@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import subprocess
+import time
 from typing import Any
 
 import orjson
@@ -158,6 +159,13 @@ def test_a_receiver_that_fails_twice_gets_the_event_once_with_one_webhook_id(
     assert [(c.webhook_id, c.status) for c in busy] == [(first["id"], 429), (first["id"], 200)]
     assert busy[1].at - busy[0].at >= 1.9
     assert admin.dead_letters(st.redis.client(), settings) == []
+    # A second delivery of any of the tasks is a no-op: nothing is sent again
+    flaky = endpoint_id(receiver.url("/flaky"))
+    st.client.app.send_task("batchline.deliver_webhook", args=(flaky, "job_flaky", first["id"]))
+    st.client.app.send_task("batchline.dispatch_event")
+    st.client.app.send_task("batchline.schedule_webhooks")
+    time.sleep(1)
+    assert len(receiver.at("/flaky")) == 6 and len(receiver.at("/busy")) == 2
 
 
 def test_a_receiver_that_never_succeeds_ends_in_dead_letters_and_replay_delivers_it(
