@@ -39,10 +39,6 @@ class Target:
     path: str  # path and query, as sent in the request line
     addresses: tuple[str, ...]
 
-    @property
-    def default_port(self) -> bool:
-        return self.port == DEFAULT_PORTS[self.scheme]
-
 
 def display(url: str) -> str:
     """The URL without credentials, query or fragment (they may hold tokens): safe to log."""

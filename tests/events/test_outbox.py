@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from batchline import events
 from batchline.settings import Settings
 from batchline.webhooks.endpoints import Endpoint, endpoint_id
-from batchline.webhooks.outbox import Outbox
+from batchline.webhooks.outbox import Claim, Outbox
 
 URL = "https://hooks.example.com/in"
 EP = Endpoint(endpoint_id(URL), URL, "subscription")
 
 
 def outbox(redis_server: Any, **kw: Any) -> Outbox:
-    settings = Settings(redis_url=redis_server.url, webhook_lease_s=30, **kw)
+    settings = Settings(redis_url=redis_server.url, **{"webhook_lease_s": 30, **kw})
     return Outbox(redis_server.client(), settings)
 
 
@@ -34,7 +35,7 @@ def test_a_lane_delivers_in_order_and_queues_each_event_once(redis_server: Any) 
     # Then only the head can be claimed, once
     assert box.claim(EP.id, "j", e2["id"]) is None
     c1 = box.claim(EP.id, "j", e1["id"])
-    assert c1 is not None and not isinstance(c1, type(first[1])) and c1.attempt == 1
+    assert isinstance(c1, Claim) and c1.attempt == 1
     assert box.claim(EP.id, "j", e1["id"]) is None  # busy: its lease runs
     # and finishing it hands over the next one
     nxt = box.finish(c1, "ok", {"n": 1}, status=200)  # type: ignore[arg-type]
@@ -61,8 +62,6 @@ def test_a_retry_waits_in_redis_and_the_scheduler_hands_it_out_when_due(
     assert box.claim(EP.id, "j", e1["id"]) is None
     # and once due the scheduler hands it out, and its claim carries the body already sent
     box.save_body(claim, b"{}")  # type: ignore[arg-type]
-    import time
-
     time.sleep(0.25)
     assert box.tick(None).due == [(EP.id, "j", e1["id"])]
     again = box.claim(EP.id, "j", e1["id"])
@@ -91,14 +90,11 @@ def test_a_dead_letter_unblocks_the_lane_and_replays_with_the_same_id(redis_serv
 
 
 def test_an_attempt_whose_worker_died_is_handed_out_after_its_lease(redis_server: Any) -> None:
-    box = outbox(redis_server, webhook_timeout_s=0.1)
-    box.settings = box.settings.model_copy(update={"webhook_lease_s": 0.2})
+    box = outbox(redis_server, webhook_timeout_s=0.1, webhook_lease_s=0.2)
     e1 = event("j", 1)
     box.enqueue(EP, e1)
     assert box.claim(EP.id, "j", e1["id"]) is not None
     # When nothing reports back before the lease ends
-    import time
-
     time.sleep(0.25)
     # Then the scheduler hands it out again and the next claim knows the last one was lost
     assert box.tick(None).due == [(EP.id, "j", e1["id"])]
