@@ -23,10 +23,11 @@ from bench.stack import BENCH_SETTINGS
 SECTIONS = ("batchline", "sequential", "plain_celery", "io", "polling", "emulator_speed")
 DEFAULT_OUT = Path("bench/out/results.json")
 QUICK_REQUESTS = 300
+QUICK_IO_REQUESTS = 150
 QUICK_POLLING = polling.PollingConfig(
     batches=20,
     requests_per_batch=2,
-    processing_s=3.0,
+    processing_s=2.0,
     api_rpm=600,
     poll_interval_s=0.2,
     poll_max_interval_s=1.0,
@@ -34,6 +35,31 @@ QUICK_POLLING = polling.PollingConfig(
 # The pipeline's switch between one `retrieve` per batch and one shared `list` snapshot:
 # list polling starts at this many batches in flight (0: never).
 LIST_THRESHOLD_SETTING = "poll_list_threshold"
+
+
+class _Timer:
+    """Announces each section that runs and keeps how long it took."""
+
+    def __init__(self, sections: list[str], console: Console):
+        self.sections = sections
+        self.console = console
+        self.seconds: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def stop(self) -> None:
+        if self._current is not None:
+            name, started = self._current
+            self.seconds[name] = round(time.monotonic() - started, 1)
+            self._current = None
+
+    def step(self, name: str, what: str) -> bool:
+        """True when section `name` is to run (and its clock starts)."""
+        self.stop()
+        if name not in self.sections:
+            return False
+        self.console.log(f"[bold]{name}[/bold]: {what}")
+        self._current = (name, time.monotonic())
+        return True
 
 
 def _parse_mode(text: str) -> tuple[str, dict[str, Any]]:
@@ -104,7 +130,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.requests is None:
         args.requests = QUICK_REQUESTS if args.quick else 100_000
     if args.io_requests is None:
-        args.io_requests = args.requests
+        args.io_requests = min(args.requests, QUICK_IO_REQUESTS) if args.quick else args.requests
     return args
 
 
@@ -116,11 +142,8 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     sections: dict[str, Any] = {}
     poll_interval_s = float(BENCH_SETTINGS["poll_interval_s"])
 
-    def step(name: str, what: str) -> bool:
-        if name not in args.sections:
-            return False
-        console.log(f"[bold]{name}[/bold]: {what}")
-        return True
+    timer = _Timer(args.sections, console)
+    step = timer.step
 
     try:
         jobs: dict[int, Job] = {}
@@ -169,6 +192,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             sections["polling"] = polling.run(work / "polling", cfg)
         if step("emulator_speed", "the emulator's create against a null server"):
             sections["emulator_speed"] = emulator_speed.run(args.emulator_requests or args.requests)
+        timer.stop()
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -190,6 +214,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "settings": BENCH_SETTINGS,
         "started_at": started,
         "seconds": round(time.time() - started, 1),
+        "section_seconds": timer.seconds,
         "sections": sections,
         "targets": report.targets(sections),
         "rows": report.rows(sections),

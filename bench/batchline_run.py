@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from batchline.client import Client
 from batchline.ingest import request_blob
 from batchline.settings import Settings
@@ -20,9 +22,10 @@ from batchline.validation import Request, validate_stream
 from bench import hookapp
 from bench.jobgen import Job
 from bench.memory import RedisMemorySampler, RssSampler
-from bench.stack import Stack, stack
+from bench.stack import Stack, close_client, stack
 
 IN_FLIGHT = "in_flight"
+RESULTS = "results"  # a batch has ended: its results are being fanned out and processed
 SIZE_SAMPLE = 2000
 # Threads of the hook worker: enough that 10 ms waits overlap; the CPU is the limit then.
 HOOK_THREADS = 100
@@ -47,7 +50,27 @@ def _job_phase(client: Client, job_id: str) -> str:
     chunks = client.store.chunks(job_id)
     if chunks and all(c.state in ("pending", "creating", "in_progress") for c in chunks):
         return IN_FLIGHT
-    return "ending"
+    if any(c.state == "ended" for c in chunks):
+        return RESULTS
+    return "other"
+
+
+class QueueProbe:
+    """The results queue's longest length and the size of one process_result message."""
+
+    def __init__(self, r: redis.Redis, queue: str = "results"):
+        self.r = r
+        self.queue = queue
+        self.max_length = 0
+        self.message_bytes: int | None = None
+
+    def __call__(self) -> None:
+        length = int(self.r.llen(self.queue))
+        self.max_length = max(self.max_length, length)
+        if self.message_bytes is None and length:
+            raw = self.r.lindex(self.queue, -1)
+            if raw and b"batchline.process_result" in raw:
+                self.message_bytes = len(raw)
 
 
 def _span(chunks: list[Chunk], start: str, end: str) -> float | None:
@@ -99,7 +122,8 @@ def _measure(
     stats_before = st.commandstats()
     memory_before = st.used_memory()
     rss = RssSampler(st.workers, st.servers())
-    redis_mem = RedisMemorySampler(st.used_memory, lambda: _job_phase(client, job_id))
+    queue = QueueProbe(st.r())
+    redis_mem = RedisMemorySampler(st.used_memory, lambda: _job_phase(client, job_id), queue)
     with rss, redis_mem:
         t0 = time.time()
         client.submit(job.path, job_id=job_id, timeout_s=timeout_s, **options)
@@ -122,6 +146,7 @@ def _measure(
     chunks = [c for c in client.store.chunks(job_id) if c.fields.get("kind") == "first"]
     stats_after = st.commandstats()
     emu = st.emulator.stats()
+    close_client(client)
     n = job.count
 
     job_created = float(fields["created_at"])
@@ -175,6 +200,8 @@ def _measure(
         "event_messages_per_request": round(events / n, 3),
         "results_stored_per_request": round(results_stored / n, 3),
         "total_per_request": round((delta("lpush") + delta("publish")) / n, 3),
+        "process_result_message_bytes": queue.message_bytes,
+        "results_queue_max_length": queue.max_length,
     }
     batches = max(1, int(emu["batches_created"]))
     calls = {k: v for k, v in emu["calls"].items() if v}
@@ -199,6 +226,8 @@ def _measure(
         "request_bytes": round(job.avg_request_bytes, 1),
         "compressed_request_bytes": round(job.avg_compressed_bytes, 1),
         "stored_request_bytes": round(stored_request_bytes(job), 1),
+        "result_stage_peak_bytes": redis_mem.peak(RESULTS),
+        "result_stage_peak_per_request_bytes": _per(redis_mem.peak(RESULTS), memory_before, n),
     }
     out["worker_memory"] = {
         "processes": [p for p in rss.result() if p["role"] != "server"],

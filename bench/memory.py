@@ -156,6 +156,7 @@ class RedisMemorySampler:
 
     used_memory: Callable[[], int]
     phase: Callable[[], str]
+    probe: Callable[[], None] | None = None  # anything else to look at on each tick
     interval_s: float = 0.05
     samples: list[tuple[float, str, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -169,6 +170,8 @@ class RedisMemorySampler:
                 # The phase again: a sample counts only if the phase held on both sides.
                 if self.phase() == phase:
                     self.samples.append((time.time(), phase, used))
+                if self.probe is not None:
+                    self.probe()
             except redis.RedisError:
                 pass  # a missed sample is not a failed run
             self._stop.wait(self.interval_s)

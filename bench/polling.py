@@ -23,7 +23,7 @@ from batchline.localstack import EMULATOR_KEY
 from batchline.settings import Settings
 from batchline.store import FINAL_JOB_STATES
 from bench.jobgen import write_job
-from bench.stack import stack
+from bench.stack import close_client, stack
 
 WINDOW_S = 60.0
 STATUS_ENDPOINTS = ("retrieve", "list")
@@ -109,6 +109,7 @@ def run_mode(
         emu = st.emulator.stats()
         chunks = client.store.chunks(job_id)
         counts = client.status(job_id)["counts"]
+        close_client(client)
     every = [c["t"] for c in calls]
     status_calls = [c for c in calls if c["endpoint"] in STATUS_ENDPOINTS]
     creates = sorted(c["t"] for c in calls if c["endpoint"] == "create")
@@ -117,6 +118,11 @@ def run_mode(
     for c in calls:
         by_endpoint[c["endpoint"]] = by_endpoint.get(c["endpoint"], 0) + 1
     peak = max_in_window(every)
+    lags = sorted(
+        c.float("seen_ended_at") - c.float("ended_at")
+        for c in chunks
+        if c.fields.get("seen_ended_at") and c.fields.get("ended_at")
+    )
     in_flight_s = None
     if creates:
         ends = [c.float("seen_ended_at") for c in chunks if c.fields.get("seen_ended_at")]
@@ -138,6 +144,11 @@ def run_mode(
         "poll_steps_recorded": steps,
         "status_calls_per_step": round(len(status_calls) / max(1, steps), 3),
         "nominal_steps_per_batch": schedule_steps(cfg),
+        "ended_to_seen_s": {
+            "mean": round(sum(lags) / len(lags), 2) if lags else None,
+            "median": round(lags[len(lags) // 2], 2) if lags else None,
+            "max": round(lags[-1], 2) if lags else None,
+        },
         "status_calls_per_minute_in_flight": (
             round(
                 sum(1 for c in status_calls if creates[-1] <= c["t"])
@@ -155,16 +166,21 @@ def direct_list_vs_retrieve(workdir: Path, cfg: PollingConfig) -> dict[str, Any]
     """The same batches watched two ways at once through the SDK, without a rate limit: one
     retrieve per batch per backoff step, against one list page (up to 1,000) per step."""
     with stack(workdir / "direct", "--processing-seconds", str(cfg.processing_s)) as st:
-        client = anthropic.Anthropic(
-            base_url=st.emulator.base_url, api_key=EMULATOR_KEY, max_retries=2
-        )
-        ids = [client.messages.batches.create(requests=ONE_REQUEST).id for _ in range(cfg.batches)]  # type: ignore[arg-type]
+
+        def sdk() -> anthropic.Anthropic:
+            return anthropic.Anthropic(
+                base_url=st.emulator.base_url, api_key=EMULATOR_KEY, max_retries=2
+            )
+
+        creator = sdk()
+        ids = [creator.messages.batches.create(requests=ONE_REQUEST).id for _ in range(cfg.batches)]  # type: ignore[arg-type]
         results: dict[str, Any] = {}
+        by_retrieve, by_list = sdk(), sdk()
         threads = [
             threading.Thread(
-                target=lambda: results.update(retrieve=_by_retrieve(client, ids, cfg))
+                target=lambda: results.update(retrieve=_by_retrieve(by_retrieve, ids, cfg))
             ),
-            threading.Thread(target=lambda: results.update(list=_by_list(client, ids, cfg))),
+            threading.Thread(target=lambda: results.update(list=_by_list(by_list, ids, cfg))),
         ]
         for t in threads:
             t.start()
@@ -177,7 +193,9 @@ def direct_list_vs_retrieve(workdir: Path, cfg: PollingConfig) -> dict[str, Any]
         "list_calls": ls["calls"],
         "calls_ratio": round(r["calls"] / max(1, ls["calls"]), 1),
         "retrieve_call_ms": r["call_ms"],
+        "retrieve_max_call_ms": r["max_call_ms"],
         "list_call_ms": ls["call_ms"],
+        "list_max_call_ms": ls["max_call_ms"],
         "retrieve_saw_all_ended_after_s": r["seconds"],
         "list_saw_all_ended_after_s": ls["seconds"],
     }
@@ -191,19 +209,24 @@ def _by_retrieve(client: anthropic.Anthropic, ids: list[str], cfg: PollingConfig
     t0 = time.monotonic()
     due = [(t0 + _delay(cfg, 0), batch_id, 0) for batch_id in ids]
     heapq.heapify(due)
-    calls, spent = 0, 0.0
+    spent: list[float] = []
     while due:
         at, batch_id, step = heapq.heappop(due)
         time.sleep(max(0.0, at - time.monotonic()))
         started = time.monotonic()
         status = client.messages.batches.retrieve(batch_id).processing_status
-        spent += time.monotonic() - started
-        calls += 1
+        spent.append(time.monotonic() - started)
         if status != "ended":
             heapq.heappush(due, (time.monotonic() + _delay(cfg, step + 1), batch_id, step + 1))
+    return _calls(spent, t0)
+
+
+def _calls(spent: list[float], t0: float) -> dict[str, Any]:
+    spent = sorted(spent)
     return {
-        "calls": calls,
-        "call_ms": round(spent / max(1, calls) * 1000, 2),
+        "calls": len(spent),
+        "call_ms": round(spent[len(spent) // 2] * 1000, 2) if spent else None,
+        "max_call_ms": round(spent[-1] * 1000, 2) if spent else None,
         "seconds": round(time.monotonic() - t0, 1),
     }
 
@@ -211,7 +234,8 @@ def _by_retrieve(client: anthropic.Anthropic, ids: list[str], cfg: PollingConfig
 def _by_list(client: anthropic.Anthropic, ids: list[str], cfg: PollingConfig) -> dict[str, Any]:
     t0 = time.monotonic()
     waiting = set(ids)
-    calls, step, spent = 0, 0, 0.0
+    step = 0
+    spent: list[float] = []
     while waiting:
         time.sleep(_delay(cfg, step))
         step += 1
@@ -221,19 +245,14 @@ def _by_list(client: anthropic.Anthropic, ids: list[str], cfg: PollingConfig) ->
             page = client.messages.batches.list(
                 limit=1000, **({"after_id": after} if after else {})
             )
-            spent += time.monotonic() - started
-            calls += 1
+            spent.append(time.monotonic() - started)
             for b in page.data:
                 if b.processing_status == "ended":
                     waiting.discard(b.id)
             if not page.has_more or not page.data or not waiting:
                 break
             after = page.last_id
-    return {
-        "calls": calls,
-        "call_ms": round(spent / max(1, calls) * 1000, 2),
-        "seconds": round(time.monotonic() - t0, 1),
-    }
+    return _calls(spent, t0)
 
 
 def run(workdir: Path, cfg: PollingConfig) -> dict[str, Any]:

@@ -197,6 +197,20 @@ def _rps(stage: dict[str, Any] | None) -> str:
     return f"{stage['seconds']:.2f} s" + (f"  ({rps:,.0f} req/s)" if rps else "")
 
 
+def _cpu(cpu: dict[str, Any] | None) -> str:
+    if not cpu:
+        return "-"
+    return ", ".join(f"{k} {v:.2f}" for k, v in cpu["ms_per_request"].items())
+
+
+def _messages(cm: dict[str, Any]) -> str:
+    return (
+        f"{cm['task_messages_per_request']:.2f} task + {cm['event_messages_per_request']:.2f} "
+        f"event messages; {cm['results_stored_per_request']:.2f} task results stored "
+        f"(total {cm['total_per_request']:.2f} publishes)"
+    )
+
+
 def _mb(value: float | None) -> str:
     return "-" if value is None else f"{value / MB:,.0f} MB"
 
@@ -219,6 +233,7 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
             out.append((sec, label, _rps(bl["stages"].get(key))))
         out.append((sec, "end to end (submit -> job ended)", _rps(bl["end_to_end"])))
         out.append((sec, "result stage measured on", bl["result_stage"]))
+        out.append((sec, "CPU ms per request, whole run", _cpu(bl.get("cpu"))))
     seq = s.get("sequential")
     if seq:
         sec = "Sequential SDK script, no-op handler"
@@ -249,7 +264,8 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"{p['seconds']:.2f} s  ({p['requests_per_s']:,.0f} req/s); "
                     f"{p['task_messages_per_request']:.2f} task + "
                     f"{p['event_messages_per_request']:.2f} other msgs/request"
-                    + (f"; {p['result_keys']:,} result keys" if p["result_keys"] else ""),
+                    + (f"; {p['result_keys']:,} result keys" if p["result_keys"] else "")
+                    + f"; CPU ms/request: {_cpu(p.get('cpu'))}",
                 )
             )
             del key
@@ -294,13 +310,22 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{rm.get('stored_request_bytes', '-')} B)",
             )
         )
+        out.append(
+            (
+                sec,
+                "Redis memory per request, peak during the result stage",
+                f"{rm.get('result_stage_peak_per_request_bytes')} B (queued messages, stored "
+                "results and records together)",
+            )
+        )
+        out.append((sec, "Celery messages per request", _messages(bl["celery_messages"])))
         cm = bl["celery_messages"]
         out.append(
             (
                 sec,
-                "Celery messages per request",
-                f"{cm['task_messages_per_request']:.2f} task + "
-                f"{cm['event_messages_per_request']:.2f} event = {cm['total_per_request']:.2f}",
+                "process_result message size; results queue peak length",
+                f"{cm.get('process_result_message_bytes')} B; "
+                f"{cm.get('results_queue_max_length') or 0:,}",
             )
         )
         ac = bl["api_calls"]
@@ -324,15 +349,8 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                     _mb(p["peak_rss_bytes"]),
                 )
             )
-        cm = b["celery_messages"]
-        out.append(
-            (
-                sec,
-                "Celery messages per request",
-                f"{cm['task_messages_per_request']:.2f} task + "
-                f"{cm['event_messages_per_request']:.2f} event = {cm['total_per_request']:.2f}",
-            )
-        )
+        out.append((sec, "Celery messages per request", _messages(b["celery_messages"])))
+        out.append((sec, "CPU ms per request, whole run", _cpu(b.get("cpu"))))
     pol = s.get("polling")
     if pol:
         c = pol["config"]
@@ -364,14 +382,22 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"(nominal steps per batch without the limit: {m['nominal_steps_per_batch']})",
                 )
             )
+            lag = m["ended_to_seen_s"]
+            out.append(
+                (
+                    sec,
+                    f"{mode}: batch ended -> seen ended (mean / median / max)",
+                    f"{lag['mean']} / {lag['median']} / {lag['max']} s",
+                )
+            )
         d = pol.get("direct")
         if d:
             out.append(
                 (
                     sec,
                     "direct (SDK): calls to watch all batches end",
-                    f"retrieve {d['retrieve_calls']} ({d['retrieve_call_ms']} ms each) vs list "
-                    f"{d['list_calls']} ({d['list_call_ms']} ms each): {d['calls_ratio']}x fewer",
+                    f"retrieve {d['retrieve_calls']} (median {d['retrieve_call_ms']} ms) vs list "
+                    f"{d['list_calls']} (median {d['list_call_ms']} ms): {d['calls_ratio']}x fewer",
                 )
             )
     emu = s.get("emulator_speed")

@@ -5,6 +5,7 @@ Built on batchline.localstack; every process is started here and stopped here.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -14,6 +15,7 @@ from typing import Any
 
 import redis
 
+from batchline.client import Client
 from batchline.localstack import Emulator, RedisServer, Worker, stack_env
 
 # Timings for a local run: the emulator answers at once, so waits are short. Settings the
@@ -114,6 +116,13 @@ def stack(workdir: Path, *emulator_args: str, **settings: Any) -> Iterator[Stack
         finally:
             for w in reversed(st.workers):
                 w.stop()
+
+
+def close_client(client: Client) -> None:
+    """Let go of a Client's Celery app while its Redis still runs: a submit's AsyncResult
+    finalised after Redis stopped would complain about the lost result connection."""
+    gc.collect()
+    client.app.close()
 
 
 def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05, what: str = "") -> Any:
