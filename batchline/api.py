@@ -24,7 +24,6 @@ from batchline.settings import Settings
 
 _T = TypeVar("_T")
 BATCHES_PATH = "/v1/messages/batches"
-RESULTS_READ_BYTES = 1024 * 1024
 
 
 def make_client(settings: Settings) -> anthropic.Anthropic:
@@ -96,7 +95,7 @@ class RawLines(JSONLDecoder[_T]):
 
     def __decode__(self) -> Iterator[_T]:  # type: ignore[override]
         buf = b""
-        for chunk in self.http_response.iter_bytes(RESULTS_READ_BYTES):
+        for chunk in self.http_response.iter_bytes():  # as the bytes arrive
             buf += chunk
             lines = buf.split(b"\n")
             buf = lines.pop()

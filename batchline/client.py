@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,12 @@ class Client:
         upload_id = uuid.uuid4().hex
         key = upload_key(self.settings.key_prefix, upload_id)
         pipe = self.r.pipeline(transaction=False)
+        empty = True
         for segment in upload_segments(lines):
             pipe.rpush(key, segment)
+            empty = False
+        if empty:  # an empty input is still an upload (the job is then refused as empty)
+            pipe.rpush(key, zlib.compress(b""))
         pipe.expire(key, UPLOAD_TTL_S)
         pipe.execute()
         return upload_id
@@ -71,6 +76,10 @@ class Client:
         return self._call(
             "batchline.submit_job", timeout_s, kwargs={"upload": upload_id, **options}
         )
+
+    def submit_source(self, path: str, *, timeout_s: float = 120, **options: Any) -> dict[str, Any]:
+        """Submit a JSONL file by a path the workers can read (under BATCHLINE_SOURCE_DIR)."""
+        return self._call("batchline.submit_job", timeout_s, kwargs={"source": path, **options})
 
     def _call(self, name: str, timeout_s: float, **send: Any) -> dict[str, Any]:
         result = self.app.send_task(name, **send)

@@ -58,18 +58,13 @@ class JobKeys:
 
     @property
     def hooks_pending(self) -> str:
-        """Set: api custom_ids whose on_result hook is recorded but not yet sent."""
+        """Sorted set: hook marks (api custom_ids) recorded but not yet sent, by time."""
         return f"{self.base}:hooks"
 
     @property
     def hooks_sending(self) -> str:
-        """Set: hook marks claimed by a worker that is sending them right now."""
+        """Sorted set: hook marks claimed by a worker that is sending them, by claim time."""
         return f"{self.base}:hooks:sending"
-
-    @property
-    def hooks_seen(self) -> str:
-        """Set: hook marks the sweeper saw unsent last time (sent late = sender lost)."""
-        return f"{self.base}:hooks:seen"
 
     @property
     def followers(self) -> str:
@@ -96,7 +91,6 @@ class JobKeys:
             self.last_errors,
             self.hooks_pending,
             self.hooks_sending,
-            self.hooks_seen,
             self.followers,
             self.upload,
         ]

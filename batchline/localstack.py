@@ -170,7 +170,7 @@ class RedisServer(Proc):
         if self.password:
             cmd += ["--requirepass", self.password]
         self._spawn(cmd)
-        wait_for(lambda: self.client(socket_timeout=1).ping(), 15, what=f"redis on {self.port}")
+        wait_for(lambda: self.client(socket_timeout=1).ping(), 60, what=f"redis on {self.port}")
         return self
 
     def restart(self) -> RedisServer:
@@ -201,7 +201,7 @@ class Emulator(Proc):
             ],
             self.env,
         )
-        wait_for(self._ready, 20, what="the emulator")
+        wait_for(self._ready, 60, what="the emulator")
         return self
 
     def _ready(self) -> bool:

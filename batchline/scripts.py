@@ -63,7 +63,7 @@ for i = 0, n - 1 do
       redis.call('HDEL', KEYS[9], id)
       redis.call('HDEL', KEYS[8], id)
       job_incr[outcome] = job_incr[outcome] + 1
-      if ARGV[b + 3] == '1' then redis.call('SADD', KEYS[7], id) end
+      if ARGV[b + 3] == '1' then redis.call('ZADD', KEYS[7], ARGV[2], id) end
       for u = 1, 5 do usage[u] = usage[u] + tonumber(ARGV[b + 3 + u]) end
     end
   end
@@ -159,7 +159,7 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then final = 'canceled
 redis.call('HSET', KEYS[1], 'state', final, 'ended_at', ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('HINCRBY', KEYS[4], 'jobs:' .. final, 1)
-if ARGV[3] == '1' then redis.call('SADD', KEYS[3], '!complete') end
+if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], ARGV[1], '!complete') end
 return final
 """
 
@@ -204,6 +204,31 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return 1
 """
 
+# Claim hook marks: a mark moves from pending to sending (stamped now) for exactly one
+# caller. KEYS: pending zset, sending zset. ARGV: now, marks... Returns the claimed marks.
+CLAIM_HOOKS = """
+local claimed = {}
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+    claimed[#claimed + 1] = ARGV[i]
+  end
+end
+return claimed
+"""
+
+# Hook marks older than ARGV[1] in either set lost their sender: move the sending ones back
+# to pending and return all of them. KEYS: pending zset, sending zset.
+STALE_HOOKS = """
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])) do
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('ZADD', KEYS[1], ARGV[1], m)
+  stale[#stale + 1] = m
+end
+return stale
+"""
+
 SOURCES = {
     "claim_job": CLAIM_JOB,
     "transition": TRANSITION,
@@ -214,6 +239,8 @@ SOURCES = {
     "acquire": ACQUIRE,
     "pause": PAUSE,
     "admit": ADMIT,
+    "claim_hooks": CLAIM_HOOKS,
+    "stale_hooks": STALE_HOOKS,
 }
 
 

@@ -208,7 +208,9 @@ def parse_line(raw: bytes, line: int, defaults: Mapping[str, Any], max_bytes: in
         msg = str(exc)
         if "utf-8" in msg.lower() or "surrogates" in msg.lower():
             raise InvalidLine("not valid UTF-8") from None
-        raise InvalidLine(f"not valid JSON ({msg})") from None
+        # orjson counts lines and columns within this one line: keep only the column.
+        where = re.sub(r":? line \d+ column (\d+) \(char \d+\)", r" at column \1", msg)
+        raise InvalidLine(f"not valid JSON ({where})") from None
     return validate_one(obj, line, defaults, max_bytes)
 
 

@@ -164,8 +164,8 @@ async def results(request: web.Request, state: EmulatorState) -> web.StreamRespo
             await response.write(chunk)
             if truncate:  # cut the stream after the first half of the lines
                 state.stats.record_fault("truncate_results_next")
-                if request.transport is not None:
-                    request.transport.abort()
+                if request.transport is not None:  # flush what was written, then hang up
+                    request.transport.close()
                 return response
         await response.write_eof()
     except ConnectionError:

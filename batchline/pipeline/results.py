@@ -57,12 +57,24 @@ def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
             ctx.limiter.take("results")
         except RateLimited as exc:
             raise Defer(exc.retry_after_s or 1, str(exc)) from None
+        # Resume after the last slice published, if the stream still reads the same there;
+        # otherwise read it all again (what is already recorded is skipped below).
         pos = chunk.int("fanout_pos")
+        mark = chunk.fields.get("fanout_mark", "")
         buffer: list[tuple[str, bytes]] = []
         try:
             for i, line in enumerate(api.results_lines(ctx.client, url)):
                 seen = i + 1
                 if i < pos:
+                    if i == pos - 1 and _custom_id(line) != mark:
+                        logs.warning(
+                            "results.stream_changed",
+                            job_id=chunk.job_id,
+                            batch_id=chunk.batch_id,
+                            position=pos,
+                        )
+                        store.touch_chunk(chunk.job_id, chunk.number, fanout_pos=0, fanout_mark="")
+                        raise Defer(0, "results stream changed; reading it all again")
                     continue
                 buffer.append((_custom_id(line), line))
                 if len(buffer) >= FANOUT_SLICE:
@@ -112,12 +124,15 @@ def _publish(ctx: Context, chunk: Chunk, buffer: list[tuple[str, bytes]], positi
     if buffer:
         pipe = store.r.pipeline(transaction=False)
         for cid, _ in buffer:
+            pipe.sismember(ck.done, cid)
             pipe.hexists(keys.requests, cid)
-        known = pipe.execute()
+        flags = pipe.execute()
         pipe = store.r.pipeline(transaction=False)
         publish = []
-        for (cid, line), ok in zip(buffer, known, strict=True):
-            if not ok:
+        for i, (cid, line) in enumerate(buffer):
+            if flags[2 * i]:
+                continue  # recorded already (a resumed fan-out)
+            if not flags[2 * i + 1]:
                 logs.warning(
                     "results.unknown_custom_id",
                     job_id=chunk.job_id,
@@ -129,7 +144,10 @@ def _publish(ctx: Context, chunk: Chunk, buffer: list[tuple[str, bytes]], positi
             publish.append((chunk.job_id, chunk.number, chunk.batch_id, cid))
         pipe.execute()
         ctx.dispatch.send_many("batchline.process_result", publish)
-    store.touch_chunk(chunk.job_id, chunk.number, fanout_pos=position)
+    if buffer:
+        store.touch_chunk(
+            chunk.job_id, chunk.number, fanout_pos=position, fanout_mark=buffer[-1][0]
+        )
 
 
 def _resolve_missing(ctx: Context, chunk: Chunk) -> None:
@@ -184,10 +202,10 @@ def process_result(ctx: Context, job_id: str, number: int, batch_id: str, api_id
     ck = keys.chunk(number)
     pipe = store.r.pipeline(transaction=False)
     pipe.hget(ck.raw, api_id)
-    pipe.sismember(keys.hooks_pending, api_id)
+    pipe.zscore(keys.hooks_pending, api_id)
     raw, hook_pending = pipe.execute()
     if raw is None:
-        if hook_pending:
+        if hook_pending is not None:
             deliver_hooks(ctx, job_id, [api_id])
         return  # processed already (a redelivered subtask)
     line = orjson.loads(unpack(raw))

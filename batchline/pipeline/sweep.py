@@ -106,17 +106,11 @@ def _job_level(ctx: Context, job_id: str) -> Counter[str]:
 
 
 def _stale_hooks(ctx: Context, job_id: str) -> int:
-    """Hook marks still unsent on two sweeps in a row lost their sender: send them now."""
-    r = ctx.store.r
+    """Send hooks whose sender died. A pending mark's own subtask comes back after the
+    broker's visibility timeout and sends it; so only marks older than that are stale."""
     keys = ctx.store.keys(job_id)
-    unsent = {m.decode() for m in r.sunion(keys.hooks_pending, keys.hooks_sending)}  # type: ignore[union-attr]
-    seen = {m.decode() for m in r.smembers(keys.hooks_seen)}  # type: ignore[union-attr]
-    stale = sorted(unsent & seen)
-    for m in stale:  # a claim whose worker died goes back to pending, to be claimed again
-        r.smove(keys.hooks_sending, keys.hooks_pending, m)
-    sent = deliver_hooks(ctx, job_id, stale)
-    r.delete(keys.hooks_seen)
-    if unsent - set(stale):
-        r.sadd(keys.hooks_seen, *(unsent - set(stale)))
-        r.expire(keys.hooks_seen, ctx.settings.retention_s)
-    return sent
+    cutoff = ctx.store.now() - ctx.settings.visibility_timeout_s - ctx.settings.stall_s
+    stale = ctx.store.scripts.stale_hooks(
+        keys=[keys.hooks_pending, keys.hooks_sending], args=[cutoff]
+    )
+    return deliver_hooks(ctx, job_id, [m.decode() for m in stale])

@@ -104,10 +104,12 @@ def deliver_hooks(
         return 0
     store = ctx.store
     keys = store.keys(job_id)
-    pipe = store.r.pipeline(transaction=False)
-    for m in marks:
-        pipe.smove(keys.hooks_pending, keys.hooks_sending, m)
-    claimed = [m for m, ok in zip(marks, pipe.execute(), strict=True) if ok]
+    claimed = [
+        m.decode() if isinstance(m, bytes) else m
+        for m in store.scripts.claim_hooks(
+            keys=[keys.hooks_pending, keys.hooks_sending], args=[store.now(), *marks]
+        )
+    ]
     if not claimed:
         return 0
     opts = store.options(job_id)
@@ -134,7 +136,7 @@ def deliver_hooks(
                 hook_task_id(job_id, m, "on_result"),
                 opts.hook_queue,
             )
-    store.r.srem(keys.hooks_sending, *claimed)
+    store.r.zrem(keys.hooks_sending, *claimed)
     return len(claimed)
 
 
