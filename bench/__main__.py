@@ -89,7 +89,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=None, help="job size (default 100000)")
     p.add_argument("--workers", type=int, default=2, help="Celery pool processes (default 2)")
     p.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"JSON file (default {DEFAULT_OUT})"
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"JSON file; the table goes next to it as Markdown (default {DEFAULT_OUT})",
     )
     p.add_argument(
         "--only",
@@ -229,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args, console)
     report.print_table(result, console)
     report.write_json(result, args.out)
-    console.print(f"written to {args.out}")
+    args.out.with_suffix(".md").write_text(report.markdown(result))
+    console.print(f"written to {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
 

@@ -82,13 +82,21 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     bl_results = _get(s, "batchline", "stages", "result_processing", "requests_per_s")
     plain = _get(s, "plain_celery", "defaults", "requests_per_s")
+    bl_cpu = _get(s, "batchline", "cpu", "ms_per_request", "batchline")
+    plain_cpu = _get(s, "plain_celery", "defaults", "cpu", "ms_per_request", "plain")
+    cpu_note = ""
+    if bl_cpu and plain_cpu:
+        cpu_note = (
+            f"; worker CPU per request {bl_cpu:.2f} ms vs {plain_cpu:.2f} ms "
+            f"({plain_cpu / bl_cpu:.2f}x)"
+        )
     out.append(
         _target(
             "result stage vs plain Celery fan-out",
             ">= 2x",
             _ratio(bl_results, plain),
             lambda v: v >= 2,
-            note="requests/s, no-op handler, one subtask per custom_id",
+            note="requests/s, no-op handler, one subtask per custom_id" + cpu_note,
         )
     )
     io_bl = _get(s, "io", "batchline", "end_to_end", "seconds")
@@ -447,3 +455,24 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
 def write_json(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The same table as Markdown (for the README)."""
+    m = report["machine"]
+    lines = [
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_bytes'] / 1e9:.0f} GB RAM, "
+        f"Python {m['python']}; load average at the end {m['load_average']}.",
+        "",
+        "| section | measure | value |",
+        "| --- | --- | --- |",
+    ]
+    last = None
+    for section, measure, value in report["rows"]:
+        lines.append(f"| {section if section != last else ''} | {measure} | {value} |")
+        last = section
+    lines += ["", "| target | wanted | this run | result |", "| --- | --- | --- | --- |"]
+    for t in report["targets"]:
+        value = "-" if t["value"] is None else f"{t['value']:g}{t['unit']}"
+        lines.append(f"| {t['target']} | {t['wanted']} | {value} | {t['result']} |")
+    return "\n".join(lines) + "\n"
