@@ -4,6 +4,7 @@ own (compressed) claim-check hashes; JSON only from the broker; job data expires
 from __future__ import annotations
 
 import base64
+import contextlib
 import zlib
 from typing import Any
 
@@ -38,10 +39,8 @@ def values(r: redis.Redis, key: bytes) -> list[bytes]:
 def readable(value: bytes) -> list[bytes]:
     """The value, plus what it holds once decompressed or base64-decoded (broker bodies)."""
     out = [value]
-    try:
+    with contextlib.suppress(zlib.error):
         out.append(zlib.decompress(value))
-    except zlib.error:
-        pass
     try:
         msg = orjson.loads(value)
         if isinstance(msg, dict) and isinstance(msg.get("body"), str):
