@@ -172,6 +172,11 @@ class FleetKeys:
         """Hash: fleet counters for metrics (API calls, 429s, results processed)."""
         return f"{self.prefix}:stats"
 
+    @property
+    def dup_checks(self) -> str:
+        """Sorted set: chunk refs whose uncertain create needs a duplicate check, by due time."""
+        return f"{self.prefix}:dupcheck"
+
     def claimed(self, batch_id: str) -> str:
         """String: which chunk owns an Anthropic batch id."""
         return f"{self.prefix}:claim:{batch_id}"

@@ -101,6 +101,7 @@ def _create_locked(ctx: Context, chunk: Chunk, lease: Lease) -> None:
     try:
         batch = api.create(ctx.client, chunk_body(ctx, chunk, lease.renew))
     except OutcomeUnknown as exc:
+        store.touch_chunk(chunk.job_id, chunk.number, uncertain=1)
         logs.warning(
             "batch.create_unknown", job_id=chunk.job_id, chunk=chunk.number, error=str(exc)
         )
@@ -131,9 +132,9 @@ def _total(batch: MessageBatch) -> int:
     return c.processing + c.succeeded + c.errored + c.canceled + c.expired
 
 
-def reconcile(ctx: Context, chunk: Chunk) -> MessageBatch | None:
-    """Find the batch an earlier attempt created: same request count, created in the window
-    around the recorded intent, not claimed by another chunk. Extra matches are canceled."""
+def _window_matches(ctx: Context, chunk: Chunk) -> list[MessageBatch]:
+    """Batches with the chunk's request count, created in the window around its create
+    attempts, that no other chunk has claimed; oldest first."""
     store = ctx.store
     since = chunk.float("intent_at") - CLOCK_SKEW_S
     until = (
@@ -141,7 +142,7 @@ def reconcile(ctx: Context, chunk: Chunk) -> MessageBatch | None:
         + ctx.settings.api_timeout_s
         + CLOCK_SKEW_S
     )
-    candidates: list[MessageBatch] = []
+    matches: list[MessageBatch] = []
     cursor: str | None = None
     while True:
         try:
@@ -161,19 +162,38 @@ def reconcile(ctx: Context, chunk: Chunk) -> MessageBatch | None:
             if created <= until and _total(b) == chunk.count:
                 owner = store.r.get(store.fleet.claimed(b.id))
                 if owner is None or owner.decode() == chunk.ref:  # type: ignore[union-attr]
-                    candidates.append(b)
+                    matches.append(b)
         if older or cursor is None:
             break
+    return sorted(matches, key=lambda b: b.created_at)
+
+
+def reconcile(ctx: Context, chunk: Chunk) -> MessageBatch | None:
+    """Find the batch an earlier attempt created: same request count, created in the window
+    around the recorded intent, not claimed by another chunk. Extra matches are canceled."""
+    candidates = _window_matches(ctx, chunk)
     if not candidates:
         logs.event("batch.reconcile_none", job_id=chunk.job_id, chunk=chunk.number)
         return None
-    candidates.sort(key=lambda b: b.created_at)
     keep, extra = candidates[0], candidates[1:]
     if extra and not _sibling_creating(ctx, chunk):
         for dup in extra:
             cancel_duplicate(ctx, chunk, dup.id)
     logs.event("batch.reconciled", job_id=chunk.job_id, chunk=chunk.number, batch_id=keep.id)
     return keep
+
+
+def check_duplicates(ctx: Context, chunk: Chunk) -> int:
+    """After an uncertain create (a lost answer, or the SDK's own retries), look once more,
+    when the window has closed, for a second batch made for this chunk, and cancel it."""
+    found = 0
+    if not _sibling_creating(ctx, chunk):
+        for b in _window_matches(ctx, chunk):
+            if b.id != chunk.batch_id:
+                cancel_duplicate(ctx, chunk, b.id)
+                found += 1
+    ctx.store.r.zrem(ctx.store.fleet.dup_checks, chunk.ref)
+    return found
 
 
 def _sibling_creating(ctx: Context, chunk: Chunk) -> bool:
@@ -191,13 +211,7 @@ def cancel_duplicate(ctx: Context, chunk: Chunk, batch_id: str) -> None:
         store.fleet.claimed(batch_id), f"dup:{chunk.ref}", nx=True, ex=ctx.settings.retention_s
     ):
         return
-    try:
-        ctx.limiter.take("cancel")
-        api.cancel(ctx.client, batch_id)
-    except (RetryableApiError, PermanentApiError) as exc:
-        logs.warning(
-            "batch.duplicate_cancel_failed", job_id=chunk.job_id, batch_id=batch_id, error=str(exc)
-        )
+    ctx.dispatch.send("batchline.cancel_batch", (chunk.job_id, chunk.number, batch_id))
     store.r.hincrby(store.keys(chunk.job_id).job, "duplicates_canceled", 1)
     logs.warning(
         "batch.duplicate_canceled", job_id=chunk.job_id, chunk=chunk.number, batch_id=batch_id
@@ -237,6 +251,10 @@ def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconcile
             cancel_duplicate(ctx, chunk, batch.id)
         return
     snapshot.track(ctx, batch.id, times.get("created_at", now))
+    if reconciled or chunk.fields.get("uncertain") or ctx.settings.sdk_max_retries:
+        # An answer was lost, or the SDK may have retried on its own: look for a second batch
+        # once any straggler would show in the list.
+        store.r.zadd(store.fleet.dup_checks, {chunk.ref: now + ctx.settings.stall_s})
     store.job_transition(job_id, "pending", "running")
     logs.event(
         "batch.created",

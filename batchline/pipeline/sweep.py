@@ -6,6 +6,7 @@ from collections import Counter
 
 from batchline import logs
 from batchline.pipeline.context import Context
+from batchline.pipeline.create import check_duplicates
 from batchline.pipeline.retries import flush_pool
 from batchline.pipeline.terminal import deliver_hooks
 from batchline.store import Chunk
@@ -41,7 +42,22 @@ def sweep(ctx: Context) -> dict[str, int]:
                     state=chunk.state,
                 )
         done.update(_job_level(ctx, job_id))
+    done["duplicates"] += _duplicate_checks(ctx, now)
     return dict(done)
+
+
+def _duplicate_checks(ctx: Context, now: float) -> int:
+    """Chunks whose create was uncertain: cancel any second batch made for them."""
+    store = ctx.store
+    found = 0
+    for raw in store.r.zrangebyscore(store.fleet.dup_checks, "-inf", now):  # type: ignore[union-attr]
+        job_id, _, number = raw.decode().rpartition(":")
+        chunk = store.chunk(job_id, int(number))
+        if chunk is None:
+            store.r.zrem(store.fleet.dup_checks, raw)
+            continue
+        found += check_duplicates(ctx, chunk)
+    return found
 
 
 def _quiet(chunk: Chunk, now: float, stall_s: float) -> bool:

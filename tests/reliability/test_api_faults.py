@@ -95,3 +95,23 @@ def test_fleet_rate_limit_keeps_three_workers_under_the_account_limit(stack_fact
     assert stats["rate_limited"] <= 2  # no 429 storm
     # One list call answered for many batches.
     assert stats["calls"]["list"] >= 1 and stats["calls"]["retrieve"] < 30
+
+
+def test_a_duplicate_that_slips_through_is_canceled_and_reported(stack_factory: Any) -> None:
+    # Given the SDK's own retries on, and an emulator that cuts the first create's answer:
+    # the SDK sends the create again, so one chunk has two batches at the API
+    st = stack_factory("--processing-seconds", "3", sdk_max_retries=1)
+    st.worker(concurrency=3)
+    st.start_beat()
+    st.emulator.configure(lost_create_next=1)
+    reqs = prompts(40)
+    sub = st.client.submit(reqs, defaults=DEFAULTS)
+    final = st.client.wait(sub["job_id"], timeout_s=90)
+    # Then the extra batch was canceled and reported, and every request ended once
+    assert check_records(reqs, list(st.client.results(sub["job_id"]))) == {"succeeded": 40}
+    stats = st.emulator.stats()
+    assert stats["batches_created"] == 2 and stats["calls"]["cancel"] == 1
+    assert final["duplicates_canceled"] == 1
+    kept = final["batches"][0]["batch_id"]
+    canceled = [b for b in stats["batches"] if b["id"] != kept]
+    assert len(canceled) == 1 and canceled[0]["processing_status"] in ("canceling", "ended")
