@@ -115,3 +115,42 @@ def test_a_duplicate_that_slips_through_is_canceled_and_reported(stack_factory: 
     kept = final["batches"][0]["batch_id"]
     canceled = [b for b in stats["batches"] if b["id"] != kept]
     assert len(canceled) == 1 and canceled[0]["processing_status"] in ("canceling", "ended")
+
+
+def test_a_create_refused_with_400_fails_its_chunk_with_the_reason(stack_factory: Any) -> None:
+    st = stack_factory("--processing-seconds", "0.3", max_batch_requests=20)
+    st.worker(concurrency=2)
+    st.emulator.configure(fail_next=[{"endpoint": "create", "status": 400}])
+    reqs = prompts(60)
+    sub = st.client.submit(reqs, defaults=DEFAULTS)
+    final = st.client.wait(sub["job_id"], timeout_s=60)
+    states = check_records(reqs, list(st.client.results(sub["job_id"])))
+    assert states == {"succeeded": 40, "failed": 20}
+    failed = [b for b in final["batches"] if b["status"] == "failed"]
+    assert len(failed) == 1 and "HTTP 400 invalid_request_error" in failed[0]["error"]
+    records = [r for r in st.client.results(sub["job_id"]) if r["state"] == "failed"]
+    assert {r["error"]["type"] for r in records} == {"invalid_request_error"}
+
+
+def test_admission_keeps_the_processing_queue_under_the_cap_in_order(stack_factory: Any) -> None:
+    # Given a processing-queue cap of 100 requests (the emulator enforces the same) and
+    # chunks of 40: at most two batches may be at the API at once
+    st = stack_factory(
+        "--processing-seconds",
+        "1",
+        "--queue-limit",
+        "100",
+        max_batch_requests=40,
+        max_in_flight_requests=100,
+    )
+    st.worker(concurrency=4)
+    reqs = prompts(400)
+    sub = st.client.submit(reqs, defaults=DEFAULTS)
+    final = st.client.wait(sub["job_id"], timeout_s=90)
+    assert check_records(reqs, list(st.client.results(sub["job_id"]))) == {"succeeded": 400}
+    stats = st.emulator.stats()
+    assert stats["queue_limited"] == 0 and stats["batches_created"] == 10
+    # Chunks were created in their order.
+    created = {b["id"]: b["created_at"] for b in stats["batches"]}
+    by_creation = sorted(final["batches"], key=lambda b: created[b["batch_id"]])
+    assert [b["chunk"] for b in by_creation] == list(range(10))
