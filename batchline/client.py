@@ -84,7 +84,8 @@ class Client:
     def _call(self, name: str, timeout_s: float, **send: Any) -> dict[str, Any]:
         result = self.app.send_task(name, **send)
         try:
-            return result.get(timeout=timeout_s)  # type: ignore[no-any-return]
+            value = result.get(timeout=timeout_s, propagate=False)
+            failed = result.failed()
         except CeleryTimeout:
             raise NoWorker(
                 f"no worker answered {name} within {timeout_s:.0f}s; is a worker "
@@ -92,6 +93,12 @@ class Client:
             ) from None
         finally:
             result.forget()
+        # Drop the result before raising: a traceback holding it would keep it (and its
+        # backend subscription) alive well past this call.
+        del result
+        if failed:
+            raise value
+        return value  # type: ignore[no-any-return]
 
     # --- follow ---
 

@@ -36,6 +36,11 @@ class Limiter:
         self.store.r.hincrby(self.fleet.stats, "api_429", 1)
         self.store.scripts.pause(keys=[self.fleet.pause], args=[max(1, int(seconds * 1000))])
 
+    def enqueue(self, refs: list[str]) -> None:
+        """Put chunks in line for the processing queue, in the order given."""
+        if refs:
+            self.store.r.rpush(self.fleet.admission, *refs)
+
     def admit(self, ref: str, requests: int) -> bool:
         """True when the chunk may be created now: first in line and under the queue cap."""
         return bool(

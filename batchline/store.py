@@ -77,7 +77,6 @@ class JobOptions:
     metadata: Any = None
     accept_invalid: bool = False
     webhook_url: str | None = None
-    webhook_secret: str | None = None
     result_events: bool = False
     max_cost_usd: float | None = None
     cache: bool = False

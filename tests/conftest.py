@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,7 @@ def stack_factory(
     yield make
     for st in stacks:
         st.stop()
+    gc.collect()  # let results of failed calls go while Redis still answers
 
 
 def _client_settings(settings: dict[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "beat_schedule": {
             "batchline-sweep": {"task": "batchline.sweep", "schedule": settings.sweep_interval_s},
+            # Webhook retries wait in Redis; their scheduler chain restarts itself, and this
+            # picks up due retries should a chain die unnoticed.
+            "batchline-webhooks": {"task": "batchline.schedule_webhooks", "schedule": 30.0},
         },
         "timezone": "UTC",
         "enable_utc": True,

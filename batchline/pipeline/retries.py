@@ -92,5 +92,6 @@ def _make_chunk(ctx: Context, job_id: str) -> bool:
     logs.event(
         "chunk.retry_made", job_id=job_id, chunk=number, requests=taken, attempt=int(attempt)
     )
+    ctx.limiter.enqueue([f"{job_id}:{number}"])
     ctx.dispatch.send("batchline.create_batch", (job_id, number))
     return True

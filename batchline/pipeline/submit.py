@@ -178,6 +178,7 @@ def _ingest(
         batches=result.chunks,
         metadata=options.metadata,
     )
+    ctx.limiter.enqueue([f"{job_id}:{n}" for n in ingest.chunk_numbers])
     for n in ingest.chunk_numbers:
         ctx.dispatch.send("batchline.create_batch", (job_id, n))
     if result.accepted == 0:
