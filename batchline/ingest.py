@@ -1,23 +1,30 @@
-"""Turning a job's input into stored requests and chunks, streaming; a refusal leaves nothing."""
+"""Turning a job's input into stored requests and chunks, streaming; a refusal leaves nothing.
+
+With the job's cache on, a request identical (model and params) to one that already
+succeeded is answered from the result cache, and repeats inside the job are sent once:
+the first is the leader, the others follow its result.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import zlib
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchline.chunking import ENVELOPE_BYTES, Chunker
 from batchline.errors import JobRefused, LineError
-from batchline.pricing import estimate_cost_usd
+from batchline.pricing import cost_nusd, estimate_cost_usd
 from batchline.sources import Item
-from batchline.store import JobOptions, Store
+from batchline.store import JobOptions, Store, make_record
 from batchline.validation import Request, validate_stream
-from batchline.wire import dumps, pack, pack_obj
+from batchline.wire import dumps, pack, pack_obj, unpack_obj
 
 FLUSH_EVERY = 1000
 MAX_KEPT_ERRORS = 10_000
+CACHE_CHUNK = "cache"  # pseudo chunk whose done-set holds the requests answered from the cache
 
 
 def request_blob(req: Request) -> bytes:
@@ -44,13 +51,10 @@ class IngestResult:
     rejected_count: int = 0
     chunks: int = 0
     estimated_cost_usd: float = 0.0
+    cache_hits: int = 0
     deduplicated: int = 0
-
-
-@dataclass
-class _Pending:
-    req: Request
-    chunk: int
+    saved_nusd: int = 0
+    hook_marks: list[str] = field(default_factory=list)
 
 
 class Ingest:
@@ -69,10 +73,9 @@ class Ingest:
         self.keys = store.keys(job_id)
         s = store.settings
         self.chunker = Chunker(s.max_batch_requests, s.max_batch_bytes)
-        self.pipe = store.r.pipeline(transaction=False)
-        self.pending: list[_Pending] = []
+        self.pending: list[Request] = []
         self.result = IngestResult()
-        self.chunk_sizes: dict[int, list[int]] = {}  # chunk -> [count, bytes]
+        self.chunk_sizes: dict[int, list[int]] = {}  # chunk -> [count, body bytes]
         self.chunk_numbers: list[int] = []
         self.on_flush = on_flush
 
@@ -82,7 +85,9 @@ class Ingest:
             if isinstance(entry, LineError):
                 self._reject(entry)
             else:
-                self._accept(entry)
+                self.pending.append(entry)
+                if len(self.pending) >= FLUSH_EVERY:
+                    self._flush()
         self._flush()
         self.result.rejected.sort(key=lambda e: e.line)
         self._write_chunks()
@@ -93,53 +98,103 @@ class Ingest:
         if len(self.result.rejected) < MAX_KEPT_ERRORS:
             self.result.rejected.append(err)
 
-    def _accept(self, req: Request) -> None:
-        self.chunker.add(len(req.wire))
-        number = self.chunker.number
-        sizes = self.chunk_sizes.setdefault(number, [0, ENVELOPE_BYTES])
-        sizes[1] += len(req.wire) + (1 if sizes[0] else 0)
-        sizes[0] += 1
-        self.pipe.hsetnx(self.keys.requests, req.api_id, request_blob(req))
-        self.pipe.rpush(self.keys.chunk(number).ids, req.api_id)
-        if req.mapped:
-            self.pipe.hset(self.keys.original_ids, req.api_id, req.custom_id)
-        self.pending.append(_Pending(req, number))
-        self.result.accepted += 1
-        self.result.estimated_cost_usd += estimate_cost_usd(
-            self.store.settings, req.model, req.prompt_chars, req.max_tokens
-        )
-        if len(self.pending) >= FLUSH_EVERY:
-            self._flush()
-
     def _flush(self) -> None:
-        if not self.pending:
+        reqs, self.pending = self.pending, []
+        if not reqs:
             return
-        replies = self.pipe.execute()
+        # 1. Store each request once; its custom_id claims the slot (a repeat is refused).
+        pipe = self.store.r.pipeline(transaction=False)
+        for req in reqs:
+            pipe.hsetnx(self.keys.requests, req.api_id, request_blob(req))
+            if req.mapped:
+                pipe.hset(self.keys.original_ids, req.api_id, req.custom_id)
+        replies = iter(pipe.execute())
         if self.on_flush is not None:
             self.on_flush()
-        i = 0
-        for p in self.pending:
-            created = replies[i]
-            i += 2 + (1 if p.req.mapped else 0)
-            if not created:
-                self._duplicate(p)
-        self.pending = []
+        fresh: list[Request] = []
+        for req in reqs:
+            created = next(replies)
+            if req.mapped:
+                next(replies)
+            if created:
+                fresh.append(req)
+            else:
+                self._duplicate_id(req)
+        self.result.accepted += len(fresh)
+        # 2. The cache and repeats inside the job.
+        to_send = self._deduplicate(fresh) if self.options.cache else fresh
+        # 3. Cut what must be sent into chunks.
+        pipe = self.store.r.pipeline(transaction=False)
+        for req in to_send:
+            self.chunker.add(len(req.wire))
+            number = self.chunker.number
+            sizes = self.chunk_sizes.setdefault(number, [0, ENVELOPE_BYTES])
+            sizes[1] += len(req.wire) + (1 if sizes[0] else 0)
+            sizes[0] += 1
+            pipe.rpush(self.keys.chunk(number).ids, req.api_id)
+            self.result.estimated_cost_usd += estimate_cost_usd(
+                self.store.settings, req.model, req.prompt_chars, req.max_tokens
+            )
+        pipe.execute()
 
-    def _duplicate(self, p: _Pending) -> None:
-        r = self.store.r
-        first = r.hget(self.keys.requests, p.req.api_id)
+    def _duplicate_id(self, req: Request) -> None:
+        first = self.store.r.hget(self.keys.requests, req.api_id)
         first_line = blob_header(first)[0] if first else "?"  # type: ignore[arg-type]
-        r.lrem(self.keys.chunk(p.chunk).ids, -1, p.req.api_id)
-        self.chunk_sizes[p.chunk][0] -= 1
-        self.chunk_sizes[p.chunk][1] -= len(p.req.wire) + 1
-        self.result.accepted -= 1
         self._reject(
             LineError(
-                p.req.line,
-                f"duplicate custom_id {p.req.custom_id!r} (first on line {first_line})",
-                p.req.custom_id,
+                req.line,
+                f"duplicate custom_id {req.custom_id!r} (first on line {first_line})",
+                req.custom_id,
             )
         )
+
+    def _deduplicate(self, reqs: list[Request]) -> list[Request]:
+        """Answer cache hits now, attach repeats to their leader; return what must be sent."""
+        r = self.store.r
+        scope = self.options.cache_scope
+        pipe = r.pipeline(transaction=False)
+        for req in reqs:
+            pipe.get(self.store.fleet.result_cache(scope, req.params_key))
+            pipe.hsetnx(self.keys.leaders, req.params_key, req.api_id)
+            pipe.hget(self.keys.leaders, req.params_key)
+        replies = pipe.execute()
+        send: list[Request] = []
+        hits: list[tuple[Request, bytes]] = []
+        followers: dict[str, list[str]] = defaultdict(list)
+        for i, req in enumerate(reqs):
+            cached, is_leader, leader = replies[3 * i : 3 * i + 3]
+            if cached is not None:
+                hits.append((req, cached))
+            elif is_leader:
+                send.append(req)
+            else:
+                followers[leader.decode()].append(req.api_id)
+        if hits:
+            self._answer_from_cache(hits)
+        for leader, ids in followers.items():
+            self.store.scripts.append_field(
+                keys=[self.keys.followers], args=[leader, ",".join(ids) + ","]
+            )
+            self.result.deduplicated += len(ids)
+        return send
+
+    def _answer_from_cache(self, hits: list[tuple[Request, bytes]]) -> None:
+        """Record cached answers (the job's counters are written when the job is)."""
+        settings = self.store.settings
+        pipe = self.store.r.pipeline(transaction=False)
+        done = self.keys.chunk(CACHE_CHUNK).done
+        for req, blob in hits:
+            message = unpack_obj(blob)
+            rec = make_record(req.custom_id, "succeeded", 0, req.line, message=message, cached=True)
+            pipe.hset(self.keys.records, req.api_id, pack_obj(rec))
+            pipe.hdel(self.keys.requests, req.api_id)
+            pipe.sadd(done, req.api_id)
+            model = str(message.get("model") or "")
+            self.result.saved_nusd += cost_nusd(settings, model, message.get("usage") or {})
+            if self.options.on_result:
+                self.result.hook_marks.append(req.api_id)
+        pipe.execute()
+        self.result.cache_hits += len(hits)
 
     def _write_chunks(self) -> None:
         now = self.store.now()
@@ -170,13 +225,13 @@ class Ingest:
         """Store a `rejected` record per refused line (when the job accepts the valid ones)."""
         pipe = self.store.r.pipeline(transaction=False)
         for err in self.result.rejected:
-            rec = {
-                "custom_id": err.custom_id or f"line-{err.line}",
-                "state": "rejected",
-                "attempts": 0,
-                "line": err.line,
-                "error": {"type": "rejected", "message": err.reason},
-            }
+            rec = make_record(
+                err.custom_id or f"line-{err.line}",
+                "rejected",
+                0,
+                err.line,
+                error={"type": "rejected", "message": err.reason},
+            )
             pipe.hset(self.keys.records, f"!{err.line}", pack_obj(rec))
         pipe.execute()
 
@@ -200,9 +255,10 @@ def job_fields(options: JobOptions, result: IngestResult, now: float) -> dict[st
         "total": result.accepted + result.rejected_count,
         "accepted": result.accepted,
         "rejected": result.rejected_count,
-        "succeeded": 0,
-        "failed": 0,
-        "canceled": 0,
+        "succeeded": result.cache_hits,
+        "cache_hits": result.cache_hits,
+        "deduplicated": result.deduplicated,
+        "saved_nusd": result.saved_nusd,
         "open_chunks": result.chunks,
         "chunk_seq": result.chunks,
         "estimated_cost_usd": round(result.estimated_cost_usd, 6),

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Requests that end without a batch of their own: answered from the cache, repeats answered
+# with their leader's result, retries ended by a cancel. Each has a done-set like a chunk.
+PSEUDO_CHUNKS = ("cache", "dups", "pool")
+
 
 @dataclass(frozen=True)
 class JobKeys:
@@ -68,8 +72,13 @@ class JobKeys:
 
     @property
     def followers(self) -> str:
-        """Hash: api custom_id -> JSON list of duplicate custom_ids answered by its result."""
+        """Hash: leader's api custom_id -> "id,id,..." of repeats answered by its result."""
         return f"{self.base}:dups"
+
+    @property
+    def leaders(self) -> str:
+        """Hash: params key -> api custom_id of the first request with those params."""
+        return f"{self.base}:leaders"
 
     @property
     def upload(self) -> str:
@@ -92,7 +101,9 @@ class JobKeys:
             self.hooks_pending,
             self.hooks_sending,
             self.followers,
+            self.leaders,
             self.upload,
+            *(self.chunk(name).done for name in PSEUDO_CHUNKS),
         ]
 
 

@@ -229,6 +229,13 @@ end
 return stale
 """
 
+# Append to a hash field. KEYS: hash. ARGV: field, text.
+APPEND_FIELD = """
+local v = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+redis.call('HSET', KEYS[1], ARGV[1], v .. ARGV[2])
+return #v + #ARGV[2]
+"""
+
 SOURCES = {
     "claim_job": CLAIM_JOB,
     "transition": TRANSITION,
@@ -241,6 +248,7 @@ SOURCES = {
     "admit": ADMIT,
     "claim_hooks": CLAIM_HOOKS,
     "stale_hooks": STALE_HOOKS,
+    "append_field": APPEND_FIELD,
 }
 
 

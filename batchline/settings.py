@@ -125,6 +125,8 @@ class Settings(BaseSettings):
 
     # --- retention ---
     retention_s: int = Field(7 * 86400, ge=60)
+    # How long a succeeded answer may be reused for an identical request (jobs with cache on).
+    cache_ttl_s: int = Field(7 * 86400, ge=1)
 
     # --- money ---
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))

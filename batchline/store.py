@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,7 @@ from batchline.errors import JobNotFound
 from batchline.keys import ChunkKeys, FleetKeys, JobKeys
 from batchline.scripts import Scripts
 from batchline.settings import Settings
-from batchline.wire import dumps, loads, unpack_obj
+from batchline.wire import ErrorInfo, dumps, loads, unpack_obj
 
 OPEN_CHUNK_STATES = ("pending", "creating", "in_progress", "ended")
 CLOSED_CHUNK_STATES = ("done", "failed", "canceled")
@@ -140,6 +140,52 @@ class Chunk:
         return f"{self.job_id}:{self.number}"
 
 
+NO_USAGE = (0, 0, 0, 0, 0)
+
+
+def make_record(
+    custom_id: str,
+    state: str,
+    attempts: int,
+    line: int | None,
+    message: dict[str, Any] | None = None,
+    error: ErrorInfo | None = None,
+    cached: bool = False,
+) -> dict[str, Any]:
+    """A result record (see wire.ResultRecord)."""
+    rec: dict[str, Any] = {"custom_id": custom_id, "state": state, "attempts": attempts}
+    if message is not None:
+        rec["message"] = message
+    if error is not None:
+        rec["error"] = dict(error)
+    if line is not None:
+        rec["line"] = line
+    if cached:
+        rec["cached"] = True
+    return rec
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One request's outcome for the FINISH script."""
+
+    api_id: str
+    kind: str  # succeeded | failed | canceled | retry
+    blob: bytes  # the packed record, or the last error (JSON) for a retry
+    hook: bool = False
+    usage: tuple[int, int, int, int, int] = NO_USAGE
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What FINISH reports: the chunk's progress, the job's remaining requests, fresh ids."""
+
+    processed: int
+    count: int
+    remaining: int
+    fresh: frozenset[str]
+
+
 class Store:
     """All reads and writes of Batchline's state in Redis."""
 
@@ -252,6 +298,31 @@ class Store:
 
     # --- records ---
 
+    def finish(self, job_id: str, number: int | str, items: Sequence[Item]) -> Finished:
+        """Record outcomes atomically; an id already recorded for this chunk is skipped."""
+        keys = self.keys(job_id)
+        ck = keys.chunk(number)
+        args: list[Any] = [len(items), self.now()]
+        for it in items:
+            args += [it.api_id, it.kind, it.blob, "1" if it.hook else "0", *it.usage]
+        res = self.scripts.finish(
+            keys=[
+                keys.job,
+                ck.meta,
+                ck.done,
+                ck.raw,
+                keys.records,
+                ck.retry,
+                keys.hooks_pending,
+                keys.last_errors,
+                keys.requests,
+                self.fleet.stats,
+            ],
+            args=args,
+        )
+        fresh = frozenset(x.decode() if isinstance(x, bytes) else str(x) for x in res[3:])
+        return Finished(int(res[0]), int(res[1]), int(res[2]), fresh)
+
     def original_ids(self, job_id: str, api_ids: list[str]) -> dict[str, str]:
         if not api_ids:
             return {}
@@ -263,32 +334,22 @@ class Store:
         return unpack_obj(raw) if raw else None  # type: ignore[arg-type]
 
     def iter_records(self, job_id: str, ordered: bool = False) -> Iterator[dict[str, Any]]:
-        """Every terminal record of the job; in input order when ordered."""
-        keys = self.keys(job_id)
+        """Every terminal record of the job; in input-line order when ordered."""
+        records = self.keys(job_id).records
         if not ordered:
-            for _, raw in self.r.hscan_iter(keys.records, count=1000):
+            for _, raw in self.r.hscan_iter(records, count=1000):
                 yield unpack_obj(raw)
             return
-        rejected: list[dict[str, Any]] = []
-        for _name, raw in self.r.hscan_iter(keys.records, match="!*", count=1000):
-            rejected.append(unpack_obj(raw))
-        rejected.sort(key=lambda rec: rec.get("line", 0))
-        ri = 0
-        for chunk in self.chunks(job_id):
-            if chunk.fields.get("kind") == "retry":
-                continue
-            ids = self.chunk_ids(job_id, chunk.number)
-            for start in range(0, len(ids), 1000):
-                part = ids[start : start + 1000]
-                for raw in self.r.hmget(keys.records, part):  # type: ignore[union-attr]
-                    if raw is None:
-                        continue
-                    rec = unpack_obj(raw)
-                    while ri < len(rejected) and rejected[ri].get("line", 0) < rec.get("line", 0):
-                        yield rejected[ri]
-                        ri += 1
-                    yield rec
-        yield from rejected[ri:]
+        # Order by line: remember only (line, field) in a first pass, then read in order.
+        index = sorted(
+            (unpack_obj(raw).get("line", 0), name)
+            for name, raw in self.r.hscan_iter(records, count=1000)
+        )
+        for start in range(0, len(index), 1000):
+            names = [name for _, name in index[start : start + 1000]]
+            for raw in self.r.hmget(records, names):  # type: ignore[union-attr]
+                if raw is not None:
+                    yield unpack_obj(raw)
 
     # --- retention ---
 

@@ -12,16 +12,9 @@ from batchline.errors import RateLimited, RetryableApiError
 from batchline.ingest import blob_header
 from batchline.lease import Lease
 from batchline.pipeline.context import Context, Defer
-from batchline.pipeline.terminal import (
-    NO_USAGE,
-    Item,
-    after,
-    deliver_hooks,
-    finish,
-    make_record,
-)
+from batchline.pipeline.terminal import after, deliver_hooks, finish_followers
 from batchline.pricing import cost_nusd
-from batchline.store import Chunk
+from batchline.store import NO_USAGE, Chunk, Item, make_record
 from batchline.wire import dumps, pack, pack_obj, unpack
 
 FANOUT_SLICE = 1000
@@ -178,7 +171,7 @@ def _resolve_missing(ctx: Context, chunk: Chunk) -> None:
                 },
             )
     else:
-        fin = finish(ctx, chunk.job_id, chunk.number, [])
+        fin = ctx.store.finish(chunk.job_id, chunk.number, [])
         after(ctx, chunk.job_id, chunk.number, fin)
 
 
@@ -235,6 +228,7 @@ def record_outcomes(
     canceled = canceled_flag == b"1"
     items: list[Item] = []
     records: dict[str, dict[str, Any]] = {}
+    params_keys: dict[str, str] = {}
     for i, api_id in enumerate(ids):
         attempts = 1 + int(retried[i] or 0)
         outcome = decide(
@@ -246,7 +240,7 @@ def record_outcomes(
         if outcome.kind == "retry":
             items.append(Item(api_id, "retry", dumps(outcome.error)))
             continue
-        line = blob_header(blobs[i])[0] if blobs[i] else None
+        line, params_keys[api_id] = blob_header(blobs[i]) if blobs[i] else (None, "")
         custom_id = originals[i].decode() if originals[i] else api_id
         rec = make_record(custom_id, outcome.kind, attempts, line, outcome.message, outcome.error)
         records[api_id] = rec
@@ -259,7 +253,7 @@ def record_outcomes(
                 usage=_usage(ctx, outcome),
             )
         )
-    fin = finish(ctx, job_id, number, items)
+    fin = ctx.store.finish(job_id, number, items)
     fresh = {a: r for a, r in records.items() if a in fin.fresh}
     for rec in fresh.values():
         logs.event(
@@ -280,9 +274,24 @@ def record_outcomes(
             )
     if opts.on_result:
         deliver_hooks(ctx, job_id, list(fresh), fresh)
+    if opts.cache:
+        remember(ctx, opts.cache_scope, fresh, params_keys)
+        finish_followers(ctx, job_id, fresh)
     if fresh:
         progress(ctx, job_id)
     after(ctx, job_id, number, fin)
+
+
+def remember(
+    ctx: Context, scope: str, records: dict[str, dict[str, Any]], params_keys: dict[str, str]
+) -> None:
+    """Put succeeded answers in the result cache, so the same request is not paid twice."""
+    pipe = ctx.store.r.pipeline(transaction=False)
+    for api_id, rec in records.items():
+        if rec["state"] == "succeeded" and params_keys.get(api_id):
+            key = ctx.store.fleet.result_cache(scope, params_keys[api_id])
+            pipe.set(key, pack_obj(rec["message"]), ex=ctx.settings.cache_ttl_s)
+    pipe.execute()
 
 
 def progress(ctx: Context, job_id: str) -> None:

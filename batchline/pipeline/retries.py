@@ -10,7 +10,7 @@ from batchline.ingest import blob_wire
 from batchline.pipeline.context import Context
 from batchline.pipeline.results import record_outcomes
 
-POOL_CHUNK = "pool"  # pseudo chunk whose done-set guards pool requests ended without a batch
+POOL_CHUNK = "pool"  # see keys.PSEUDO_CHUNKS
 
 
 def plan_retries(ctx: Context, job_id: str, number: int) -> None:

@@ -36,6 +36,7 @@ def status(store: Store, job_id: str, with_batches: bool = True) -> dict[str, An
         "counts": counts,
         "usage": {name: num(name) for name in USAGE_FIELDS},
         "cost_usd": round(num("cost_nusd") / NANO, 6),
+        "saved_usd": round(num("saved_nusd") / NANO, 6),
         "estimated_cost_usd": float(f.get("estimated_cost_usd") or 0),
         "retried": num("retried"),
         "cache_hits": num("cache_hits"),

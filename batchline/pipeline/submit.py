@@ -14,6 +14,7 @@ from batchline.errors import JobConflict, JobRefused
 from batchline.ingest import Ingest, fingerprint, job_fields, refuse
 from batchline.lease import Lease
 from batchline.pipeline.context import Context, Defer
+from batchline.pipeline.terminal import deliver_hooks
 from batchline.sources import (
     Item,
     UploadStream,
@@ -160,6 +161,12 @@ def _ingest(
     pipe.sadd(store.fleet.active_jobs, job_id)
     pipe.hincrby(store.fleet.stats, "jobs:submitted", 1)
     pipe.hincrby(store.fleet.stats, "requests:rejected", result.rejected_count)
+    if result.cache_hits:
+        pipe.hincrby(store.fleet.stats, "requests:succeeded", result.cache_hits)
+        pipe.hincrby(store.fleet.stats, "requests:cache_hits", result.cache_hits)
+    if result.hook_marks:
+        now_s = store.now()
+        pipe.zadd(keys.hooks_pending, {m: now_s for m in result.hook_marks})
     if data.upload:
         pipe.delete(data.upload)
     pipe.execute()
@@ -176,12 +183,16 @@ def _ingest(
         accepted=result.accepted,
         rejected=result.rejected_count,
         batches=result.chunks,
+        cache_hits=result.cache_hits,
+        deduplicated=result.deduplicated,
         metadata=options.metadata,
     )
     ctx.limiter.enqueue([f"{job_id}:{n}" for n in ingest.chunk_numbers])
     for n in ingest.chunk_numbers:
         ctx.dispatch.send("batchline.create_batch", (job_id, n))
-    if result.accepted == 0:
+    if result.hook_marks:
+        deliver_hooks(ctx, job_id, result.hook_marks)
+    if not ingest.chunk_numbers:  # nothing to send: every request rejected or from the cache
         ctx.dispatch.send("batchline.finalize_job", (job_id,))
     return SubmitResult(
         job_id=job_id,

@@ -4,88 +4,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from batchline import logs
 from batchline.ingest import blob_header
 from batchline.pipeline.context import Context
 from batchline.pipeline.status import status
-from batchline.store import Chunk
+from batchline.pricing import cost_nusd
+from batchline.store import Chunk, Finished, Item, make_record
 from batchline.wire import ErrorInfo, pack_obj, unpack_obj
 
 COMPLETE_HOOK = "!complete"  # the on_complete hook's mark among the per-custom_id marks
 HOOK_NAMESPACE = uuid.UUID("6f0b8a52-4c1e-4f37-9a57-0d1f3c1b7e21")
-NO_USAGE = (0, 0, 0, 0, 0)
 SLICE = 1000
 
 
 def hook_task_id(job_id: str, api_id: str, kind: str) -> str:
     """A stable task id per hook call, so a receiver can recognise a repeat."""
     return str(uuid.uuid5(HOOK_NAMESPACE, f"{job_id}/{api_id}/{kind}"))
-
-
-def make_record(
-    custom_id: str,
-    state: str,
-    attempts: int,
-    line: int | None,
-    message: dict[str, Any] | None = None,
-    error: ErrorInfo | None = None,
-) -> dict[str, Any]:
-    rec: dict[str, Any] = {"custom_id": custom_id, "state": state, "attempts": attempts}
-    if message is not None:
-        rec["message"] = message
-    if error is not None:
-        rec["error"] = dict(error)
-    if line is not None:
-        rec["line"] = line
-    return rec
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One request's outcome for the FINISH script."""
-
-    api_id: str
-    kind: str  # succeeded | failed | canceled | retry
-    blob: bytes  # the packed record, or the last error (JSON) for a retry
-    hook: bool = False
-    usage: tuple[int, int, int, int, int] = NO_USAGE
-
-
-@dataclass(frozen=True)
-class Finished:
-    processed: int
-    count: int
-    remaining: int
-    fresh: frozenset[str]
-
-
-def finish(ctx: Context, job_id: str, number: int | str, items: Sequence[Item]) -> Finished:
-    """Record outcomes atomically; an id already recorded for this chunk is skipped."""
-    keys = ctx.store.keys(job_id)
-    ck = keys.chunk(number)
-    args: list[Any] = [len(items), ctx.store.now()]
-    for it in items:
-        args += [it.api_id, it.kind, it.blob, "1" if it.hook else "0", *it.usage]
-    res = ctx.store.scripts.finish(
-        keys=[
-            keys.job,
-            ck.meta,
-            ck.done,
-            ck.raw,
-            keys.records,
-            ck.retry,
-            keys.hooks_pending,
-            keys.last_errors,
-            keys.requests,
-            ctx.store.fleet.stats,
-        ],
-        args=args,
-    )
-    fresh = frozenset(x.decode() if isinstance(x, bytes) else str(x) for x in res[3:])
-    return Finished(int(res[0]), int(res[1]), int(res[2]), fresh)
 
 
 def deliver_hooks(
@@ -140,6 +76,54 @@ def deliver_hooks(
     return len(claimed)
 
 
+def finish_followers(ctx: Context, job_id: str, leaders: dict[str, dict[str, Any]]) -> None:
+    """Give repeats of a request the terminal state their leader just reached."""
+    store = ctx.store
+    keys = store.keys(job_id)
+    opts = store.options(job_id)
+    if not opts.cache or not leaders:
+        return
+    lists = store.r.hmget(keys.followers, list(leaders))
+    pairs = [
+        (leader, f)
+        for leader, raw in zip(leaders, lists, strict=True)
+        if raw
+        for f in raw.decode().split(",")  # type: ignore[union-attr]
+        if f
+    ]
+    for start in range(0, len(pairs), SLICE):
+        part = pairs[start : start + SLICE]
+        ids = [f for _, f in part]
+        originals = store.original_ids(job_id, ids)
+        lines = request_lines(ctx, job_id, ids)
+        records: dict[str, dict[str, Any]] = {}
+        saved = 0
+        for leader, f in part:
+            lead = leaders[leader]
+            rec = {**lead, "custom_id": originals.get(f, f), "duplicate_of": lead["custom_id"]}
+            rec.pop("line", None)
+            if f in lines:
+                rec["line"] = lines[f]
+            records[f] = rec
+            if rec["state"] == "succeeded":
+                saved += _cost(ctx, rec)
+        items = [
+            Item(f, r["state"], pack_obj(r), hook=bool(opts.on_result)) for f, r in records.items()
+        ]
+        fin = store.finish(job_id, "dups", items)
+        fresh = {f: r for f, r in records.items() if f in fin.fresh}
+        if saved and fresh:
+            store.r.hincrby(keys.job, "saved_nusd", saved)
+        if opts.on_result:
+            deliver_hooks(ctx, job_id, list(fresh), fresh)
+        after(ctx, job_id, "dups", fin)
+
+
+def _cost(ctx: Context, rec: dict[str, Any]) -> int:
+    message = rec.get("message") or {}
+    return cost_nusd(ctx.settings, str(message.get("model") or ""), message.get("usage") or {})
+
+
 def after(ctx: Context, job_id: str, number: int | str, fin: Finished) -> None:
     """Schedule what recorded outcomes make due: retry planning, job completion."""
     if isinstance(number, int) and fin.count and fin.processed >= fin.count:
@@ -182,10 +166,11 @@ def close_chunk(
             )
             records[api_id] = rec
             items.append(Item(api_id, state, pack_obj(rec), hook=bool(opts.on_result)))
-        fin = finish(ctx, job_id, chunk.number, items)
+        fin = ctx.store.finish(job_id, chunk.number, items)
         fresh = {a: r for a, r in records.items() if a in fin.fresh}
         if opts.on_result:
             deliver_hooks(ctx, job_id, list(fresh), fresh)
+        finish_followers(ctx, job_id, fresh)
         remaining = fin.remaining
     store.transition(job_id, chunk.number, from_states, state, close=True)
     ctx.limiter.release(chunk.ref)

@@ -59,13 +59,21 @@ def test_mixed_outcomes_retry_only_what_can_succeed(stack: Any) -> None:
         elif cid.startswith(("once", "exp")):
             assert (rec["state"], rec["attempts"]) == ("succeeded", 2), rec
         elif cid.startswith("alwaysexp"):
-            assert (rec["state"], rec["attempts"], rec["error"]["type"]) == (
-                "failed", 3, "expired")
+            assert (rec["state"], rec["attempts"], rec["error"]["type"]) == ("failed", 3, "expired")
         else:
             assert (rec["state"], rec["attempts"], rec["error"]["type"]) == (
-                "failed", 3, "api_error")
-    assert final["counts"] == {"total": 38, "succeeded": 28, "failed": 10, "canceled": 0,
-                               "rejected": 0, "in_flight": 0}
+                "failed",
+                3,
+                "api_error",
+            )
+    assert final["counts"] == {
+        "total": 38,
+        "succeeded": 28,
+        "failed": 10,
+        "canceled": 0,
+        "rejected": 0,
+        "in_flight": 0,
+    }
     # The first batch plus two retry batches (attempts 2 and 3).
     assert sorted(b["attempt"] for b in final["batches"]) == [1, 2, 3]
     assert final["retried"] == 8 + 4 + 4
@@ -107,12 +115,20 @@ def test_same_job_id_twice_is_one_job(stack: Any) -> None:
 
 
 def test_bad_input_is_refused_with_line_and_reason_and_nothing_is_created(
-        stack: Any, tmp_path: Path) -> None:
+    stack: Any, tmp_path: Path
+) -> None:
     good = [orjson.dumps(r) for r in prompts(5)]
-    lines = [good[0], b'{"custom_id": "x1", "prompt": ', good[1],
-             b'{"custom_id": "x2", "messages": []}', good[2],
-             b'{"custom_id": "q0", "prompt": "again"}', good[3],
-             b'{"custom_id": "x3", "prompt": "hi", "max_tokens": 0}', good[4]]
+    lines = [
+        good[0],
+        b'{"custom_id": "x1", "prompt": ',
+        good[1],
+        b'{"custom_id": "x2", "messages": []}',
+        good[2],
+        b'{"custom_id": "q0", "prompt": "again"}',
+        good[3],
+        b'{"custom_id": "x3", "prompt": "hi", "max_tokens": 0}',
+        good[4],
+    ]
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(JobRefused) as err:
@@ -134,7 +150,9 @@ def test_accept_invalid_sends_the_valid_lines_and_rejects_the_rest(stack: Any) -
     sub = stack.client.submit(reqs, defaults=DEFAULTS, accept_invalid=True)
     assert sub["accepted"] == 4
     assert [(r["line"], r["reason"]) for r in sub["rejected"]] == [
-        (5, "prompt must be a non-empty string"), (6, "a line must be a JSON object")]
+        (5, "prompt must be a non-empty string"),
+        (6, "a line must be a JSON object"),
+    ]
     final = stack.client.wait(sub["job_id"], timeout_s=60)
     assert final["counts"]["rejected"] == 2 and final["counts"]["succeeded"] == 4
     ordered = list(stack.client.results(sub["job_id"], ordered=True))
@@ -144,17 +162,31 @@ def test_accept_invalid_sends_the_valid_lines_and_rejects_the_rest(stack: Any) -
 
 def test_hooks_reach_another_apps_task_on_its_own_queue(stack: Any) -> None:
     hook_env = {**stack.env, "HOOK_BROKER_URL": stack.redis.url}
-    stack.workers.append(Worker(stack.tmp, hook_env, queues=["hooks"], name="hooks",
-                                app="tests.support.hookapp").start())
-    reqs = prompts(40) + prompts(2, "perm", " [[emulate:errored:invalid_request_error]]") \
+    stack.workers.append(
+        Worker(
+            stack.tmp, hook_env, queues=["hooks"], name="hooks", app="tests.support.hookapp"
+        ).start()
+    )
+    reqs = (
+        prompts(40)
+        + prompts(2, "perm", " [[emulate:errored:invalid_request_error]]")
         + prompts(3, "once", " [[emulate:errored-once:api_error]]")
-    sub = stack.client.submit(reqs, defaults=DEFAULTS, on_result="hookapp.on_result",
-                              on_complete="hookapp.on_complete", hook_queue="hooks")
+    )
+    sub = stack.client.submit(
+        reqs,
+        defaults=DEFAULTS,
+        on_result="hookapp.on_result",
+        on_complete="hookapp.on_complete",
+        hook_queue="hooks",
+    )
     stack.client.wait(sub["job_id"], timeout_s=60)
     r = stack.redis.client()
     key = f"hooks:{sub['job_id']}"
-    wait_for(lambda: r.llen(f"{key}:complete") == 1 and r.llen(f"{key}:results") == 45, 30,
-             what="hooks delivered")
+    wait_for(
+        lambda: r.llen(f"{key}:complete") == 1 and r.llen(f"{key}:results") == 45,
+        30,
+        what="hooks delivered",
+    )
     calls = [orjson.loads(x) for x in r.lrange(f"{key}:results", 0, -1)]
     assert sorted(c["custom_id"] for c in calls) == sorted(q["custom_id"] for q in reqs)
     assert sum(c["state"] == "failed" for c in calls) == 2
