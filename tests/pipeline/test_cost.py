@@ -58,8 +58,8 @@ def test_repeats_are_sent_once_and_the_cache_answers_the_next_job(stack: Any) ->
     # Every custom_id's hook ran once, cached and repeated ones included
     r = stack.redis.client()
     for job, reqs in ((a, first), (b, second)):
-        key = f"hooks:{job['job_id']}:results"
-        wait_for(lambda key=key, n=len(reqs): r.llen(key) >= n, 20, what="hooks")
+        key, n = f"hooks:{job['job_id']}:results", len(reqs)
+        wait_for(lambda key=key, n=n: r.llen(key) >= n, 20, what="hooks")
         calls = Counter(orjson.loads(x)["custom_id"] for x in r.lrange(key, 0, -1))
         assert calls == Counter({q["custom_id"]: 1 for q in reqs})
 
