@@ -113,7 +113,6 @@ class Settings(BaseSettings):
 
     # --- broker ---
     visibility_timeout_s: int = Field(3600, ge=1)
-    results_prefetch: int = Field(16, ge=1)
 
     # How long a worker may hold an exclusive step (create, fan-out, ingest) without renewing
     # it; a worker that dies holding one is replaced after this long.
