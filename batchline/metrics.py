@@ -15,7 +15,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from batchline import logs
-from batchline.keys import FleetKeys
+from batchline.keys import FleetKeys, JobKeys
 from batchline.pricing import NANO
 from batchline.redaction import redact_url
 from batchline.settings import Settings
@@ -169,7 +169,7 @@ class FleetCollector(Collector):
             (
                 "batchline_api_pause_seconds",
                 "Seconds left of the fleet-wide pause after a 429",
-                max(0, pause_ms) / 1000 if pause_ms and pause_ms > 0 else 0,
+                max(0, pause_ms or 0) / 1000,  # PTTL is negative when there is no pause
             ),
         )
         for name, doc, value in gauges:
@@ -232,9 +232,10 @@ class FleetCollector(Collector):
         yield other
 
     def _job_states(self, active: list[str]) -> dict[str, str]:
+        prefix = self.settings.key_prefix
         pipe = self.state.pipeline(transaction=False)
         for job_id in active:
-            pipe.hget(f"{self.settings.key_prefix}:job:{job_id}", "state")
+            pipe.hget(JobKeys(prefix, job_id).job, "state")
         out = {}
         for job_id, st in zip(active, pipe.execute(), strict=True):
             if st is not None:
@@ -245,12 +246,12 @@ class FleetCollector(Collector):
         prefix = self.settings.key_prefix
         pipe = self.state.pipeline(transaction=False)
         for job_id in active:
-            pipe.lrange(f"{prefix}:job:{job_id}:chunks", 0, -1)
+            pipe.lrange(JobKeys(prefix, job_id).chunks, 0, -1)
         numbers = pipe.execute()
         pipe = self.state.pipeline(transaction=False)
         for job_id, ns in zip(active, numbers, strict=True):
             for n in ns:
-                pipe.hget(f"{prefix}:job:{job_id}:c:{_text(n)}", "state")
+                pipe.hget(JobKeys(prefix, job_id).chunk(_text(n)).meta, "state")
         counts: dict[str, int] = {}
         for st in pipe.execute():
             if st is not None:
