@@ -15,13 +15,18 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 
 from batchline.errors import BatchlineError, JobNotFound
 from batchline.pipeline.status import status as job_status
-from batchline.pipeline.submit import upload_key
 from batchline.settings import Settings, get_settings
-from batchline.sources import upload_segments
+from batchline.sources import upload_key, upload_segments
 from batchline.store import FINAL_JOB_STATES, Store
 from batchline.wire import dumps
 
 UPLOAD_TTL_S = 86400
+
+
+def _shown(ref: dict[str, str], options: dict[str, Any]) -> str:
+    """What Flower shows of a submit: ids and option names, never defaults or metadata."""
+    shown = {**ref, "job_id": options.get("job_id")}
+    return repr({**shown, "options": sorted(k for k in options if k != "job_id")})
 
 
 class NoWorker(BatchlineError):
@@ -74,12 +79,20 @@ class Client:
         else:
             upload_id = self.upload(dumps(obj) for obj in source)
         return self._call(
-            "batchline.submit_job", timeout_s, kwargs={"upload": upload_id, **options}
+            "batchline.submit_job",
+            timeout_s,
+            kwargs={"upload": upload_id, **options},
+            kwargsrepr=_shown({"upload": upload_id}, options),
         )
 
     def submit_source(self, path: str, *, timeout_s: float = 120, **options: Any) -> dict[str, Any]:
         """Submit a JSONL file by a path the workers can read (under BATCHLINE_SOURCE_DIR)."""
-        return self._call("batchline.submit_job", timeout_s, kwargs={"source": path, **options})
+        return self._call(
+            "batchline.submit_job",
+            timeout_s,
+            kwargs={"source": path, **options},
+            kwargsrepr=_shown({"source": path}, options),
+        )
 
     def _call(self, name: str, timeout_s: float, **send: Any) -> dict[str, Any]:
         result = self.app.send_task(name, **send)

@@ -184,6 +184,11 @@ class FleetKeys:
         return f"{self.prefix}:stats"
 
     @property
+    def last_sweep(self) -> str:
+        """String: when the sweeper last ran (doctor and metrics tell whether beat runs)."""
+        return f"{self.prefix}:sweep:last_at"
+
+    @property
     def dup_checks(self) -> str:
         """Sorted set: chunk refs whose uncertain create needs a duplicate check, by due time."""
         return f"{self.prefix}:dupcheck"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis
@@ -12,6 +12,7 @@ from batchline import api, logs
 from batchline.pipeline.context import Context
 from batchline.settings import get_settings
 from batchline.store import Store
+from workers.outbox import Hook, publish_with
 
 PUBLISH_BATCH = 500  # publishes per pipelined round trip to Redis
 DEFAULT_HOOK_QUEUE = "celery"  # Celery's default queue, where another app's worker listens
@@ -22,8 +23,12 @@ _context: Context | None = None
 class CeleryDispatcher:
     """Sends pipeline tasks by name (routed to their stage queue) and hooks to their queue."""
 
-    def __init__(self, app: Celery):
+    def __init__(self, app: Celery, state: redis.Redis, same_redis: bool):
         self.app = app
+        # With the broker in the state Redis, a hook's publish and its bookkeeping are one
+        # transaction (see workers/outbox.py).
+        self.state = state if same_redis else None
+        self.fallback = state
 
     def send(self, name: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
         self.app.send_task(name, args=args, countdown=countdown)
@@ -37,8 +42,22 @@ class CeleryDispatcher:
                 sent += 1
         return sent
 
-    def send_hook(self, name: str, args: tuple[Any, ...], task_id: str, queue: str | None) -> None:
-        self.app.send_task(name, args=args, task_id=task_id, queue=queue or DEFAULT_HOOK_QUEUE)
+    def send_hooks(
+        self,
+        hooks: Sequence[tuple[str, tuple[Any, ...], str, str | None]],
+        then: Callable[[Any], None],
+    ) -> None:
+        """Send hook tasks (name, args, task_id, queue) and run `then(pipeline)`: in one
+        transaction when the broker is the state Redis, else one after the other."""
+        calls = [Hook(n, a, t, q or DEFAULT_HOOK_QUEUE) for n, a, t, q in hooks]
+        if self.state is not None:
+            publish_with(self.app, self.state, calls, then)
+            return
+        for h in calls:
+            self.app.send_task(h.name, args=h.args, task_id=h.task_id, queue=h.queue)
+        pipe = self.fallback.pipeline(transaction=True)
+        then(pipe)
+        pipe.execute()
 
 
 def context() -> Context:
@@ -52,7 +71,7 @@ def context() -> Context:
         _context = Context(
             settings=settings,
             store=Store(r, settings),
-            dispatch=CeleryDispatcher(app),
+            dispatch=CeleryDispatcher(app, r, same_redis=settings.broker == settings.state),
             client_factory=lambda: api.make_client(settings),
         )
     return _context

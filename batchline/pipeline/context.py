@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,8 +33,10 @@ class Dispatcher(Protocol):
 
     def send_many(self, name: str, args: Iterable[tuple[Any, ...]]) -> int: ...
 
-    def send_hook(
-        self, name: str, args: tuple[Any, ...], task_id: str, queue: str | None
+    def send_hooks(
+        self,
+        hooks: Sequence[tuple[str, tuple[Any, ...], str, str | None]],
+        then: Callable[[Any], None],
     ) -> None: ...
 
 

@@ -22,7 +22,15 @@ def plan_retries(ctx: Context, job_id: str, number: int) -> None:
         keys=[ck.meta, ck.retry, keys.job, keys.retry_pool], args=[store.now()]
     )
     if moved == 1:
-        logs.event("chunk.done", job_id=job_id, chunk=number, open_chunks=open_chunks, pool=pool)
+        batch_id = store.r.hget(ck.meta, "batch_id")
+        logs.event(
+            "chunk.done",
+            job_id=job_id,
+            chunk=number,
+            batch_id=batch_id.decode() if batch_id else None,  # type: ignore[union-attr]
+            open_chunks=open_chunks,
+            pool=pool,
+        )
     if pool and (open_chunks <= 0 or pool >= ctx.settings.max_batch_requests):
         flush_pool(ctx, job_id)
     elif open_chunks <= 0:

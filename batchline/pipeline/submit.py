@@ -22,6 +22,7 @@ from batchline.sources import (
     iter_lines,
     iter_objects,
     resolve_source,
+    upload_key,
 )
 from batchline.store import JobOptions
 from batchline.wire import SubmitResult
@@ -32,10 +33,6 @@ READ_BLOCK = 1024 * 1024
 
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex[:20]}"
-
-
-def upload_key(prefix: str, upload_id: str) -> str:
-    return f"{prefix}:upload:{upload_id}"
 
 
 class Input:

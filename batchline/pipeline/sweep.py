@@ -21,6 +21,7 @@ def sweep(ctx: Context) -> dict[str, int]:
         return {}
     done: Counter[str] = Counter()
     now = store.now()
+    store.r.set(store.fleet.last_sweep, now)
     for raw in store.r.smembers(store.fleet.active_jobs):  # type: ignore[union-attr]
         job_id = raw.decode()
         state = store.job_state(job_id)

@@ -33,8 +33,9 @@ def deliver_hooks(
     """Send the hooks behind these marks, each by exactly one worker.
 
     A mark (an api custom_id, or COMPLETE_HOOK) is claimed by moving it from the pending set
-    to the sending set; only the worker whose move succeeded sends, then drops the mark. A
-    worker that dies after claiming leaves the mark in the sending set for the sweeper.
+    to the sending set; only the worker whose move succeeded sends, and the send drops the
+    mark in the same Redis transaction. A worker that dies after claiming and before sending
+    leaves the mark in the sending set, and the sweeper sends it.
     """
     if not marks:
         return 0
@@ -54,25 +55,21 @@ def deliver_hooks(
     if need:
         blobs = store.r.hmget(keys.records, need)
         records.update({m: unpack_obj(b) for m, b in zip(need, blobs, strict=True) if b})  # type: ignore[arg-type]
+    hooks: list[tuple[str, tuple[Any, ...], str, str | None]] = []
     for m in claimed:
         if m == COMPLETE_HOOK:
             if opts.on_complete:
                 summary = status(store, job_id, with_batches=False)
-                ctx.dispatch.send_hook(
-                    opts.on_complete,
-                    (job_id, summary),
-                    hook_task_id(job_id, m, "on_complete"),
-                    opts.hook_queue,
-                )
+                task_id = hook_task_id(job_id, m, "on_complete")
+                hooks.append((opts.on_complete, (job_id, summary), task_id, opts.hook_queue))
         elif opts.on_result and m in records:
             rec = records[m]
-            ctx.dispatch.send_hook(
-                opts.on_result,
-                (job_id, rec["custom_id"], rec),
-                hook_task_id(job_id, m, "on_result"),
-                opts.hook_queue,
+            task_id = hook_task_id(job_id, m, "on_result")
+            hooks.append(
+                (opts.on_result, (job_id, rec["custom_id"], rec), task_id, opts.hook_queue)
             )
-    store.r.zrem(keys.hooks_sending, *claimed)
+    # The messages go out and the marks are dropped together.
+    ctx.dispatch.send_hooks(hooks, lambda pipe: pipe.zrem(keys.hooks_sending, *claimed))
     return len(claimed)
 
 
@@ -178,6 +175,7 @@ def close_chunk(
         f"chunk.{state}",
         job_id=job_id,
         chunk=chunk.number,
+        batch_id=chunk.batch_id,
         requests=chunk.count,
         reason=error["message"],
     )
