@@ -7,10 +7,15 @@ import uuid
 
 import redis
 
-# Renew or release only a lease this holder still owns.
+# Renew a lease this holder still owns, or take it again if it ran out and nobody took it.
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
 return 0
 """
@@ -35,7 +40,8 @@ class Lease:
         return bool(self.r.set(self.key, self.token, nx=True, px=self.ttl_ms))
 
     def renew(self) -> bool:
-        """Extend the lease; False when it was lost (expired and taken by another)."""
+        """Extend the lease (taking it again if it ran out unclaimed); False when another
+        holder has it now."""
         return bool(self.r.eval(_RENEW, 1, self.key, self.token, self.ttl_ms))
 
     def release(self) -> None:

@@ -33,7 +33,7 @@ FAST = {
     "visibility_timeout_s": 10,
     "sweep_interval_s": 1,
     "stall_after_s": 3,
-    "lease_s": 3,
+    "lease_s": 5,
     "api_timeout_s": 10,
     "api_rpm": 100000,
     "source_dir": "/",
