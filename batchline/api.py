@@ -93,7 +93,7 @@ class RawLines(JSONLDecoder[_T]):
     """The results body as raw JSONL lines, read in large chunks (the SDK's decoder reads
     64-byte pieces and builds a model per line; the pipeline only needs bytes)."""
 
-    def __decode__(self) -> Iterator[_T]:  # type: ignore[override]
+    def __decode__(self) -> Iterator[_T]:
         buf = b""
         for chunk in self.http_response.iter_bytes():  # as the bytes arrive
             buf += chunk
@@ -145,9 +145,7 @@ def list_page(
 ) -> tuple[list[MessageBatch], str | None]:
     """One page of batches, newest first, and the cursor for the next page (None at the end)."""
     with translated():
-        page = client.messages.batches.list(
-            limit=limit, **({"after_id": after_id} if after_id else {})
-        )
+        page = client.messages.batches.list(limit=limit, after_id=after_id or anthropic.omit)
         data = list(page.data)
         nxt = page.last_id if page.has_more and data else None
         return data, nxt

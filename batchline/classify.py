@@ -37,8 +37,9 @@ def classify_result(result: Any) -> Outcome:
     if kind == "succeeded":
         return Outcome("succeeded", message=result.get("message") or {})
     if kind == "errored":
-        outer = result.get("error") or {}
-        inner = outer.get("error") if isinstance(outer.get("error"), dict) else outer
+        outer: dict[str, Any] = result.get("error") or {}
+        nested = outer.get("error")
+        inner: dict[str, Any] = nested if isinstance(nested, dict) else outer
         etype = str(inner.get("type") or "unknown_error")
         info = ErrorInfo(type=etype, message=str(inner.get("message") or ""))
         return Outcome("retry" if etype in RETRYABLE_ERROR_TYPES else "failed", error=info)

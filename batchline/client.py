@@ -111,7 +111,7 @@ class Client:
         del result
         if failed:
             raise value
-        return value  # type: ignore[no-any-return]
+        return value
 
     # --- follow ---
 
@@ -119,7 +119,7 @@ class Client:
         return job_status(self.store, job_id)
 
     def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
-        ids = [i.decode() for i in self.r.zrevrange(self.store.fleet.jobs, 0, limit - 1)]  # type: ignore[union-attr]
+        ids = [i.decode() for i in self.r.zrevrange(self.store.fleet.jobs, 0, limit - 1)]
         out = []
         for job_id in ids:
             try:

@@ -139,7 +139,7 @@ class Ingest:
 
     def _duplicate_id(self, req: Request) -> None:
         first = self.store.r.hget(self.keys.requests, req.api_id)
-        first_line = blob_header(first)[0] if first else "?"  # type: ignore[arg-type]
+        first_line = blob_header(first)[0] if first else "?"
         self._reject(
             LineError(
                 req.line,

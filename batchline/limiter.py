@@ -58,4 +58,4 @@ class Limiter:
         pipe.execute()
 
     def held(self) -> int:
-        return sum(int(v) for v in self.store.r.hvals(self.fleet.in_flight))  # type: ignore[union-attr]
+        return sum(int(v) for v in self.store.r.hvals(self.fleet.in_flight))

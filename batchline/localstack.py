@@ -221,13 +221,13 @@ class Emulator(Proc):
             return orjson.loads(resp.read())
 
     def stats(self) -> dict[str, Any]:
-        return self._call("GET", "/_emulator/stats")  # type: ignore[no-any-return]
+        return self._call("GET", "/_emulator/stats")
 
     def calls(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/_emulator/calls")  # type: ignore[no-any-return]
+        return self._call("GET", "/_emulator/calls")
 
     def configure(self, **faults: Any) -> dict[str, Any]:
-        return self._call("POST", "/_emulator/config", faults)  # type: ignore[no-any-return]
+        return self._call("POST", "/_emulator/config", faults)
 
 
 class Worker(Proc):

@@ -84,7 +84,7 @@ class UploadStream:
         if segment is None:
             return False
         self.index += 1
-        self.buffer = self.buffer[self.pos :] + zlib.decompress(segment)  # type: ignore[arg-type]
+        self.buffer = self.buffer[self.pos :] + zlib.decompress(segment)
         self.pos = 0
         return True
 

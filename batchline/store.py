@@ -115,11 +115,11 @@ class Chunk:
     state: str
     fields: dict[str, str]
 
-    def int(self, name: str, default: int = 0) -> int:
+    def number_field(self, name: str, default: int = 0) -> int:
         v = self.fields.get(name)
         return int(v) if v not in (None, "") else default
 
-    def float(self, name: str, default: float = 0.0) -> float:
+    def time_field(self, name: str, default: float = 0.0) -> float:
         v = self.fields.get(name)
         return float(v) if v not in (None, "") else default
 
@@ -129,11 +129,11 @@ class Chunk:
 
     @property
     def count(self) -> int:
-        return self.int("count")
+        return self.number_field("count")
 
     @property
     def attempt(self) -> int:
-        return self.int("attempt", 1)
+        return self.number_field("attempt", 1)
 
     @property
     def ref(self) -> str:
@@ -212,11 +212,11 @@ class Store:
         raw = self.r.hgetall(self.keys(job_id).job)
         if not raw:
             raise JobNotFound(f"no job {job_id!r}")
-        return _decode(raw)  # type: ignore[arg-type]
+        return _decode(raw)
 
     def job_state(self, job_id: str) -> str | None:
         st = self.r.hget(self.keys(job_id).job, "state")
-        return st.decode() if st else None  # type: ignore[union-attr]
+        return st.decode() if st else None
 
     def options(self, job_id: str) -> JobOptions:
         """The job's options, cached per process (they never change after submit)."""
@@ -225,7 +225,7 @@ class Store:
             raw = self.r.hget(self.keys(job_id).job, "options")
             if raw is None:
                 raise JobNotFound(f"no job {job_id!r}")
-            opts = JobOptions.from_json(raw)  # type: ignore[arg-type]
+            opts = JobOptions.from_json(raw)
             if len(self._options) > 1000:
                 self._options.clear()
             self._options[job_id] = opts
@@ -235,7 +235,7 @@ class Store:
         return self.r.hget(self.keys(job_id).job, "cancel_requested") == b"1"
 
     def chunk_numbers(self, job_id: str) -> list[int]:
-        return [int(n) for n in self.r.lrange(self.keys(job_id).chunks, 0, -1)]  # type: ignore[union-attr]
+        return [int(n) for n in self.r.lrange(self.keys(job_id).chunks, 0, -1)]
 
     # --- chunks ---
 
@@ -243,7 +243,7 @@ class Store:
         raw = self.r.hgetall(self.chunk_keys(job_id, number).meta)
         if not raw:
             return None
-        fields = _decode(raw)  # type: ignore[arg-type]
+        fields = _decode(raw)
         return Chunk(job_id, number, fields.get("state", ""), fields)
 
     def chunks(self, job_id: str) -> list[Chunk]:
@@ -294,7 +294,7 @@ class Store:
 
     def chunk_ids(self, job_id: str, number: int, start: int = 0, end: int = -1) -> list[str]:
         ids = self.r.lrange(self.chunk_keys(job_id, number).ids, start, end)
-        return [i.decode() for i in ids]  # type: ignore[union-attr]
+        return [i.decode() for i in ids]
 
     # --- records ---
 
@@ -327,11 +327,11 @@ class Store:
         if not api_ids:
             return {}
         vals = self.r.hmget(self.keys(job_id).original_ids, api_ids)
-        return {a: v.decode() for a, v in zip(api_ids, vals, strict=True) if v}  # type: ignore[union-attr]
+        return {a: v.decode() for a, v in zip(api_ids, vals, strict=True) if v}
 
     def record(self, job_id: str, api_id: str) -> dict[str, Any] | None:
         raw = self.r.hget(self.keys(job_id).records, api_id)
-        return unpack_obj(raw) if raw else None  # type: ignore[arg-type]
+        return unpack_obj(raw) if raw else None
 
     def iter_records(self, job_id: str, ordered: bool = False) -> Iterator[dict[str, Any]]:
         """Every terminal record of the job; in input-line order when ordered."""
@@ -347,7 +347,7 @@ class Store:
         )
         for start in range(0, len(index), 1000):
             names = [name for _, name in index[start : start + 1000]]
-            for raw in self.r.hmget(records, names):  # type: ignore[union-attr]
+            for raw in self.r.hmget(records, names):
                 if raw is not None:
                     yield unpack_obj(raw)
 

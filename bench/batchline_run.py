@@ -151,7 +151,7 @@ def _measure(
 
     job_created = float(fields["created_at"])
     job_ended = float(fields["ended_at"])
-    made = max(c.float("made_at") for c in chunks)
+    made = max(c.time_field("made_at") for c in chunks)
     stages = {
         "upload": _stage(job_created - t0, n),
         "validate_chunk": _stage(made - job_created, n),

@@ -113,19 +113,19 @@ def run_mode(
     every = [c["t"] for c in calls]
     status_calls = [c for c in calls if c["endpoint"] in STATUS_ENDPOINTS]
     creates = sorted(c["t"] for c in calls if c["endpoint"] == "create")
-    steps = sum(c.int("poll_step") + 1 for c in chunks)
+    steps = sum(c.number_field("poll_step") + 1 for c in chunks)
     by_endpoint: dict[str, int] = {}
     for c in calls:
         by_endpoint[c["endpoint"]] = by_endpoint.get(c["endpoint"], 0) + 1
     peak = max_in_window(every)
     lags = sorted(
-        c.float("seen_ended_at") - c.float("ended_at")
+        c.time_field("seen_ended_at") - c.time_field("ended_at")
         for c in chunks
         if c.fields.get("seen_ended_at") and c.fields.get("ended_at")
     )
     in_flight_s = None
     if creates:
-        ends = [c.float("seen_ended_at") for c in chunks if c.fields.get("seen_ended_at")]
+        ends = [c.time_field("seen_ended_at") for c in chunks if c.fields.get("seen_ended_at")]
         in_flight_s = (min(ends) - creates[-1]) if ends else None
     return {
         "mode": mode,

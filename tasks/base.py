@@ -14,7 +14,7 @@ from batchline.pipeline.context import Context, Defer
 from workers.runtime import context
 
 
-class PipelineTask(Task):  # type: ignore[misc]
+class PipelineTask(Task):
     """Every Batchline task. Retries are asked for by raising Defer, and run as countdowns."""
 
     abstract = True

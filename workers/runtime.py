@@ -23,7 +23,7 @@ _context: Context | None = None
 class CeleryDispatcher:
     """Sends pipeline tasks by name (routed to their stage queue) and hooks to their queue."""
 
-    def __init__(self, app: Celery, state: redis.Redis, same_redis: bool):
+    def __init__(self, app: Celery, state: redis.Redis | None = None, same_redis: bool = False):
         self.app = app
         # With the broker in the state Redis, a hook's publish and its bookkeeping are one
         # transaction (see workers/outbox.py).
@@ -55,6 +55,8 @@ class CeleryDispatcher:
             return
         for h in calls:
             self.app.send_task(h.name, args=h.args, task_id=h.task_id, queue=h.queue)
+        if self.fallback is None:
+            raise RuntimeError("hooks need the state Redis for their bookkeeping")
         pipe = self.fallback.pipeline(transaction=True)
         then(pipe)
         pipe.execute()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from anthropic.types.messages import MessageBatch
 
@@ -27,7 +28,7 @@ def chunk_body(ctx: Context, chunk: Chunk, renew: Callable[[], object]) -> api.S
     """The create body, streamed from Redis a slice of requests at a time."""
     store = ctx.store
     requests_key = store.keys(chunk.job_id).requests
-    size = chunk.int("bytes")
+    size = chunk.number_field("bytes")
 
     def pieces() -> Iterator[bytes]:
         sent = 0
@@ -38,7 +39,7 @@ def chunk_body(ctx: Context, chunk: Chunk, renew: Callable[[], object]) -> api.S
             ids = store.chunk_ids(chunk.job_id, chunk.number, start, start + READ_SLICE - 1)
             blobs = store.r.hmget(requests_key, ids) if ids else []
             wires = []
-            for api_id, blob in zip(ids, blobs, strict=True):  # type: ignore[arg-type]
+            for api_id, blob in zip(ids, blobs, strict=True):
                 if blob is None:
                     raise RuntimeError(f"request {api_id} of {chunk.ref} is missing from Redis")
                 wires.append(blob_wire(blob))
@@ -80,7 +81,7 @@ def create_batch(ctx: Context, job_id: str, number: int) -> None:
 
 def _create_locked(ctx: Context, chunk: Chunk, lease: Lease) -> None:
     store = ctx.store
-    attempts = chunk.int("create_attempts")
+    attempts = chunk.number_field("create_attempts")
     if chunk.state == "creating":
         found = reconcile(ctx, chunk)
         if found is not None:
@@ -91,7 +92,7 @@ def _create_locked(ctx: Context, chunk: Chunk, lease: Lease) -> None:
     except RateLimited as exc:
         raise Defer(exc.retry_after_s or 1, str(exc)) from None
     now = store.now()
-    fields = {"last_intent_at": now, "create_attempts": attempts + 1, "waiting": ""}
+    fields: dict[str, Any] = {"last_intent_at": now, "create_attempts": attempts + 1, "waiting": ""}
     if not chunk.fields.get("intent_at"):
         fields["intent_at"] = now
     if not store.transition(
@@ -136,9 +137,9 @@ def _window_matches(ctx: Context, chunk: Chunk) -> list[MessageBatch]:
     """Batches with the chunk's request count, created in the window around its create
     attempts, that no other chunk has claimed; oldest first."""
     store = ctx.store
-    since = chunk.float("intent_at") - CLOCK_SKEW_S
+    since = chunk.time_field("intent_at") - CLOCK_SKEW_S
     until = (
-        chunk.float("last_intent_at", chunk.float("intent_at"))
+        chunk.time_field("last_intent_at", chunk.time_field("intent_at"))
         + ctx.settings.api_timeout_s
         + CLOCK_SKEW_S
     )
@@ -161,7 +162,7 @@ def _window_matches(ctx: Context, chunk: Chunk) -> list[MessageBatch]:
                 break
             if created <= until and _total(b) == chunk.count:
                 owner = store.r.get(store.fleet.claimed(b.id))
-                if owner is None or owner.decode() == chunk.ref:  # type: ignore[union-attr]
+                if owner is None or owner.decode() == chunk.ref:
                     matches.append(b)
         if older or cursor is None:
             break
@@ -227,7 +228,7 @@ def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconcile
     )
     if not claimed:
         owner = store.r.get(store.fleet.claimed(batch.id))
-        if owner is None or owner.decode() != chunk.ref:  # type: ignore[union-attr]
+        if owner is None or owner.decode() != chunk.ref:
             raise RuntimeError(f"batch {batch.id} is already claimed by {owner!r}")
     times = api.batch_times(batch)
     now = store.now()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from anthropic.types.messages import MessageBatch
 
 from batchline import api, logs
@@ -24,17 +26,17 @@ def poll_batch(ctx: Context, job_id: str, number: int, batch_id: str, gen: int) 
         chunk is None
         or chunk.state != "in_progress"
         or chunk.batch_id != batch_id
-        or chunk.int("poll_gen") != gen
+        or chunk.number_field("poll_gen") != gen
     ):
         return  # a stale chain: the batch ended, or the sweeper started a newer chain
-    step = chunk.int("poll_step")
+    step = chunk.number_field("poll_step")
     batch = snapshot.lookup(ctx, batch_id) if snapshot.use_list(ctx) else None
     now = store.now()
     try:
         if batch is None:
             batch = _retrieve(ctx, batch_id)
     except BatchNotFound:
-        if now - chunk.float("created_at", now) < NOT_FOUND_GRACE_S:
+        if now - chunk.time_field("created_at", now) < NOT_FOUND_GRACE_S:
             store.touch_chunk(job_id, number, polled_at=now)
             raise Defer(ctx.poll_delay_s(0), "batch not found yet (just created)") from None
         logs.warning("batch.lost", job_id=job_id, chunk=number, batch_id=batch_id)
@@ -48,7 +50,7 @@ def poll_batch(ctx: Context, job_id: str, number: int, batch_id: str, gen: int) 
     if batch.processing_status == "ended":
         mark_ended(ctx, chunk, batch)
         return
-    if now > chunk.float("expires_at", now + 86400) + EXPIRY_GRACE_S:
+    if now > chunk.time_field("expires_at", now + 86400) + EXPIRY_GRACE_S:
         logs.warning("batch.overdue", job_id=job_id, chunk=number, batch_id=batch_id)
         mark_ended(ctx, chunk, None, lost="overdue")
         return
@@ -70,7 +72,7 @@ def mark_ended(ctx: Context, chunk: Chunk, batch: MessageBatch | None, lost: str
     """Record the end of a batch once and start its fan-out."""
     store = ctx.store
     now = store.now()
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "ended_at": now,
         "seen_ended_at": now,
         "status": "ended",

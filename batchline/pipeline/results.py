@@ -41,7 +41,7 @@ def fan_out_results(ctx: Context, job_id: str, number: int, batch_id: str) -> No
 
 def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
     store = ctx.store
-    runs = chunk.int("fanout_runs") + 1
+    runs = chunk.number_field("fanout_runs") + 1
     store.touch_chunk(chunk.job_id, chunk.number, fanout_runs=runs, fanout_started_at=store.now())
     seen = 0
     url = chunk.fields.get("results_url")
@@ -52,7 +52,7 @@ def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
             raise Defer(exc.retry_after_s or 1, str(exc)) from None
         # Resume after the last slice published, if the stream still reads the same there;
         # otherwise read it all again (what is already recorded is skipped below).
-        pos = chunk.int("fanout_pos")
+        pos = chunk.number_field("fanout_pos")
         mark = chunk.fields.get("fanout_mark", "")
         buffer: list[tuple[str, bytes]] = []
         try:
@@ -178,7 +178,7 @@ def _resolve_missing(ctx: Context, chunk: Chunk) -> None:
 def republish_unprocessed(ctx: Context, chunk: Chunk) -> int:
     """Publish process_result again for stored results nobody processed (a lost subtask)."""
     ck = ctx.store.keys(chunk.job_id).chunk(chunk.number)
-    ids = [k.decode() for k in ctx.store.r.hkeys(ck.raw)]  # type: ignore[union-attr]
+    ids = [k.decode() for k in ctx.store.r.hkeys(ck.raw)]
     ctx.dispatch.send_many(
         "batchline.process_result",
         [(chunk.job_id, chunk.number, chunk.batch_id, cid) for cid in ids],

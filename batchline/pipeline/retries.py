@@ -27,7 +27,7 @@ def plan_retries(ctx: Context, job_id: str, number: int) -> None:
             "chunk.done",
             job_id=job_id,
             chunk=number,
-            batch_id=batch_id.decode() if batch_id else None,  # type: ignore[union-attr]
+            batch_id=batch_id.decode() if batch_id else None,
             open_chunks=open_chunks,
             pool=pool,
         )
@@ -58,8 +58,8 @@ def _cancel_pool(ctx: Context, job_id: str) -> int:
     store = ctx.store
     pool = store.keys(job_id).retry_pool
     ended = 0
-    while ids := [i.decode() for i in store.r.lrange(pool, 0, 999)]:  # type: ignore[union-attr]
-        record_outcomes(ctx, job_id, POOL_CHUNK, {i: Outcome("retry", error=CANCELED) for i in ids})  # type: ignore[arg-type]
+    while ids := [i.decode() for i in store.r.lrange(pool, 0, 999)]:
+        record_outcomes(ctx, job_id, POOL_CHUNK, {i: Outcome("retry", error=CANCELED) for i in ids})
         store.r.ltrim(pool, len(ids), -1)
         ended += len(ids)
     return ended
@@ -70,7 +70,7 @@ def _make_chunk(ctx: Context, job_id: str) -> bool:
     store = ctx.store
     s = ctx.settings
     keys = store.keys(job_id)
-    ids = [i.decode() for i in store.r.lrange(keys.retry_pool, 0, s.max_batch_requests - 1)]  # type: ignore[union-attr]
+    ids = [i.decode() for i in store.r.lrange(keys.retry_pool, 0, s.max_batch_requests - 1)]
     if not ids:
         return False
     chunker = Chunker(s.max_batch_requests, s.max_batch_bytes)
@@ -80,7 +80,7 @@ def _make_chunk(ctx: Context, job_id: str) -> bool:
         part = ids[start : start + 1000]
         blobs = store.r.hmget(keys.requests, part)
         stop = False
-        for blob in blobs:  # type: ignore[union-attr]
+        for blob in blobs:
             size = len(blob_wire(blob)) if blob else 0
             if chunker.add(size):
                 stop = True

@@ -61,16 +61,16 @@ def lookup(ctx: Context, batch_id: str) -> MessageBatch | None:
         finally:
             lease.release()
     raw = r.hget(snap, batch_id)
-    return MessageBatch.model_validate_json(raw) if raw else None  # type: ignore[arg-type]
+    return MessageBatch.model_validate_json(raw) if raw else None
 
 
 def refresh(ctx: Context) -> int:
     """Walk the list endpoint back to the oldest batch in flight; returns pages read."""
     index, snap, snap_at = _keys(ctx)
     r = ctx.store.r
-    wanted = {m.decode() for m in r.zrange(index, 0, -1)}  # type: ignore[union-attr]
+    wanted = {m.decode() for m in r.zrange(index, 0, -1)}
     oldest = r.zrange(index, 0, 0, withscores=True)
-    since = (float(oldest[0][1]) if oldest else ctx.store.now()) - CLOCK_SKEW_S  # type: ignore[index]
+    since = (float(oldest[0][1]) if oldest else ctx.store.now()) - CLOCK_SKEW_S
     started = ctx.store.now()
     found: dict[str, bytes] = {}
     cursor: str | None = None
@@ -97,7 +97,7 @@ def refresh(ctx: Context) -> int:
     pipe = r.pipeline(transaction=True)
     pipe.delete(snap)
     if found:
-        pipe.hset(snap, mapping=found)  # type: ignore[arg-type]
+        pipe.hset(snap, mapping=found)
     pipe.set(snap_at, started)
     pipe.execute()
     r.hincrby(ctx.store.fleet.stats, "poll_list_refreshes", 1)

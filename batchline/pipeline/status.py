@@ -54,9 +54,10 @@ def status(store: Store, job_id: str, with_batches: bool = True) -> dict[str, An
                 "attempt": c.attempt,
                 "status": c.state,
                 "requests": c.count,
-                "processed": c.int("processed"),
+                "processed": c.number_field("processed"),
                 "counts": {
-                    k: c.int(f"b_{k}") for k in ("succeeded", "errored", "canceled", "expired")
+                    k: c.number_field(f"b_{k}")
+                    for k in ("succeeded", "errored", "canceled", "expired")
                 },
                 "error": c.fields.get("error") or None,
             }

@@ -59,7 +59,7 @@ class Input:
                 while block := f.read(READ_BLOCK):
                     sha.update(block)
         else:
-            for segment in self.ctx.store.r.lrange(self.upload, 0, -1):  # type: ignore[arg-type, union-attr]
+            for segment in self.ctx.store.r.lrange(self.upload, 0, -1):
                 sha.update(zlib.decompress(segment))
         return sha.hexdigest()
 

@@ -22,7 +22,7 @@ def sweep(ctx: Context) -> dict[str, int]:
     done: Counter[str] = Counter()
     now = store.now()
     store.r.set(store.fleet.last_sweep, now)
-    for raw in store.r.smembers(store.fleet.active_jobs):  # type: ignore[union-attr]
+    for raw in store.r.smembers(store.fleet.active_jobs):
         job_id = raw.decode()
         state = store.job_state(job_id)
         if state is None:
@@ -51,7 +51,7 @@ def _duplicate_checks(ctx: Context, now: float) -> int:
     """Chunks whose create was uncertain: cancel any second batch made for them."""
     store = ctx.store
     found = 0
-    for raw in store.r.zrangebyscore(store.fleet.dup_checks, "-inf", now):  # type: ignore[union-attr]
+    for raw in store.r.zrangebyscore(store.fleet.dup_checks, "-inf", now):
         job_id, _, number = raw.decode().rpartition(":")
         chunk = store.chunk(job_id, int(number))
         if chunk is None:
@@ -62,7 +62,9 @@ def _duplicate_checks(ctx: Context, now: float) -> int:
 
 
 def _quiet(chunk: Chunk, now: float, stall_s: float) -> bool:
-    last = max(chunk.float(name) for name in ("touched_at", "due_at", "polled_at", "progress_at"))
+    last = max(
+        chunk.time_field(name) for name in ("touched_at", "due_at", "polled_at", "progress_at")
+    )
     return now - last > stall_s
 
 
@@ -83,7 +85,7 @@ def _rearm(ctx: Context, chunk: Chunk, now: float) -> str | None:
         ctx.dispatch.send("batchline.poll_batch", (job_id, n, chunk.batch_id, gen))
         return "poll"
     if chunk.state == "ended":
-        if chunk.int("processed") >= chunk.count:
+        if chunk.number_field("processed") >= chunk.count:
             store.touch_chunk(job_id, n)
             ctx.dispatch.send("batchline.plan_retries", (job_id, n))
             return "plan"
@@ -97,7 +99,7 @@ def _rearm(ctx: Context, chunk: Chunk, now: float) -> str | None:
         # after visibility_timeout_s. Only results still unprocessed well after that were
         # lost (Redis lost data): publish them again.
         lost_after = ctx.settings.visibility_timeout_s + ctx.settings.stall_s
-        if now - max(chunk.float("progress_at"), chunk.float("touched_at")) > lost_after:
+        if now - max(chunk.time_field("progress_at"), chunk.time_field("touched_at")) > lost_after:
             store.touch_chunk(job_id, n)
             ctx.dispatch.send("batchline.fan_out_results", (job_id, n, chunk.batch_id))
             return "republish"

@@ -54,7 +54,7 @@ def deliver_hooks(
     need = [m for m in claimed if m != COMPLETE_HOOK and m not in records]
     if need:
         blobs = store.r.hmget(keys.records, need)
-        records.update({m: unpack_obj(b) for m, b in zip(need, blobs, strict=True) if b})  # type: ignore[arg-type]
+        records.update({m: unpack_obj(b) for m, b in zip(need, blobs, strict=True) if b})
     hooks: list[tuple[str, tuple[Any, ...], str, str | None]] = []
     for m in claimed:
         if m == COMPLETE_HOOK:
@@ -85,7 +85,7 @@ def finish_followers(ctx: Context, job_id: str, leaders: dict[str, dict[str, Any
         (leader, f)
         for leader, raw in zip(leaders, lists, strict=True)
         if raw
-        for f in raw.decode().split(",")  # type: ignore[union-attr]
+        for f in raw.decode().split(",")
         if f
     ]
     for start in range(0, len(pairs), SLICE):
@@ -132,7 +132,7 @@ def after(ctx: Context, job_id: str, number: int | str, fin: Finished) -> None:
 def request_lines(ctx: Context, job_id: str, api_ids: Sequence[str]) -> dict[str, int]:
     """Input line of each request still stored."""
     blobs = ctx.store.r.hmget(ctx.store.keys(job_id).requests, list(api_ids))
-    return {a: blob_header(b)[0] for a, b in zip(api_ids, blobs, strict=True) if b}  # type: ignore[arg-type]
+    return {a: blob_header(b)[0] for a, b in zip(api_ids, blobs, strict=True) if b}
 
 
 def close_chunk(
@@ -153,7 +153,7 @@ def close_chunk(
         retries = store.r.hmget(retries_key, ids)
         records: dict[str, dict[str, Any]] = {}
         items = []
-        for api_id, retried in zip(ids, retries, strict=True):  # type: ignore[arg-type]
+        for api_id, retried in zip(ids, retries, strict=True):
             rec = make_record(
                 originals.get(api_id, api_id),
                 state,

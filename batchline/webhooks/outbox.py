@@ -172,7 +172,7 @@ class Outbox:
         key = self.keys.delivery(claim.endpoint_id, claim.event_id)
         if self.r.hsetnx(key, "body", body):
             return body
-        return self.r.hget(key, "body") or body  # type: ignore[return-value]
+        return self.r.hget(key, "body") or body
 
     def finish(
         self,
