@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# Most tests wait on real processes (workers, Redis, countdowns): run four at a time.
+PYTEST_WORKERS ?= 4
 
 .PHONY: install redis test demo bench lint format clean
 
@@ -26,7 +28,7 @@ redis:
 	@redis-server --version
 
 test: $(STAMP) redis
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 demo: $(STAMP) redis
 	$(BIN)/batchline demo
