@@ -236,12 +236,12 @@ def test_a_worker_killed_mid_delivery_leads_to_a_retry_not_a_loss(
     st = stack_factory(webhook_subscriptions=[sub(receiver.url("/slow"))], **FAST_HOOKS)
     first = st.worker(queues=["events"], name="w1")
     event = publish(st, "job_kill", "job.completed", counts={})
-    wait_for(lambda: receiver.at("/slow"), 20, what="the first attempt")
+    wait_for(lambda: receiver.at("/slow"), 60, what="the first attempt")
     # When the worker dies mid-delivery and another one starts
     first.kill()
     st.worker(queues=["events"], name="w2")
     # Then the delivery is tried again, under the same webhook-id, and succeeds
-    wait_for(lambda: receiver.delivered("/slow"), 30, what="the retried delivery")
+    wait_for(lambda: receiver.delivered("/slow"), 90, what="the retried delivery")
     assert [c.webhook_id for c in receiver.at("/slow")] == [event["id"], event["id"]]
     settings = Settings(redis_url=st.redis.url)
     log = admin.log(st.redis.client(), settings, endpoint_id(receiver.url("/slow")))
