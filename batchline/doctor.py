@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 import redis
 from pydantic import ValidationError
 
+from batchline.keys import FleetKeys
 from batchline.redaction import redact_url
 from batchline.settings import Settings
 
@@ -57,6 +59,8 @@ def run(load_settings: Callable[[], Settings], timeout_s: float = 1.5) -> list[C
     broker_ok = state_ok
     if settings.broker != settings.state:
         broker_ok = _redis_check(checks, "broker", settings.broker)
+    if state_ok:
+        checks.append(_beat_check(settings))
     if broker_ok:
         checks += _worker_checks(settings, timeout_s)
     else:
@@ -200,6 +204,19 @@ def _worker_checks(settings: Settings, timeout_s: float) -> list[Check]:
     else:
         checks.append(Check("queues", OK, "; ".join(parts)))
     return checks
+
+
+def _beat_check(settings: Settings) -> Check:
+    """The sweeper re-arms whatever went quiet; beat must run it (one instance)."""
+    r = redis.Redis.from_url(settings.state, socket_timeout=2)
+    last = r.get(FleetKeys(settings.key_prefix).last_sweep)
+    hint = "start one beat: `celery -A workers beat` (docker compose: the beat service)"
+    if last is None:
+        return Check("beat", FAIL, "the sweeper has never run", hint)
+    age = time.time() - float(last)
+    if age > 3 * settings.sweep_interval_s + 5:
+        return Check("beat", FAIL, f"the sweeper last ran {age:.0f}s ago", hint)
+    return Check("beat", OK, f"the sweeper ran {age:.0f}s ago")
 
 
 def _queue_depths(settings: Settings) -> dict[str, int]:

@@ -111,7 +111,8 @@ class FleetCollector(Collector):
         pipe.llen(f.admission)
         pipe.pttl(f.pause)
         pipe.zcard(f.jobs)
-        stats_raw, active_raw, held_raw, waiting, pause_ms, retained = pipe.execute()
+        pipe.get(f.last_sweep)
+        stats_raw, active_raw, held_raw, waiting, pause_ms, retained, swept = pipe.execute()
         stats = {_text(k): _int(v) for k, v in stats_raw.items()}
         active = sorted(_text(j) for j in active_raw)
 
@@ -165,6 +166,11 @@ class FleetCollector(Collector):
                 "batchline_requests_in_flight_limit",
                 "The in-flight request cap (BATCHLINE_MAX_IN_FLIGHT_REQUESTS)",
                 self.settings.max_in_flight_requests,
+            ),
+            (
+                "batchline_sweep_age_seconds",
+                "Seconds since the sweeper last ran (beat), -1 if it never ran",
+                time.time() - float(swept) if swept else -1,
             ),
             (
                 "batchline_api_pause_seconds",

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from batchline.localstack import BIN, RedisServer, free_port
+from batchline.localstack import BIN, RedisServer, free_port, wait_for
 from tests.support.procs import API_KEY
 
 PASSWORD = "doctor-pass-8d2f"
@@ -43,6 +43,8 @@ def test_a_healthy_stack_passes_every_check_and_shows_no_secret(
     try:
         st = stack_factory(redis=server)
         st.worker(name="doc", hostname="dochost")
+        st.start_beat()
+        wait_for(lambda: server.client().exists("bl:sweep:last_at"), 30, what="a sweep")
         # When doctor runs with the workers' environment
         res = doctor(st.env)
         as_json = doctor(st.env, "--json")
@@ -55,7 +57,7 @@ def test_a_healthy_stack_passes_every_check_and_shows_no_secret(
     # Then every check passes, one line each, and exit code 0
     assert res.returncode == 0, res.stdout + res.stderr
     found = lines(res.stdout)
-    assert list(found) == ["settings", "redis", "workers", "queues", "api"]
+    assert list(found) == ["settings", "redis", "beat", "workers", "queues", "api"]
     assert all(line.startswith("OK") for line in found.values()), res.stdout
     assert "doc@dochost" in found["workers"]
     assert "emulator at http://127.0.0.1" in found["api"]
@@ -67,7 +69,7 @@ def test_a_healthy_stack_passes_every_check_and_shows_no_secret(
     assert "redis://:***@127.0.0.1" in found["redis"]
     report = orjson.loads(as_json.stdout)
     assert as_json.returncode == 0 and report["ok"] is True
-    assert [c["status"] for c in report["checks"]] == ["ok"] * 5
+    assert [c["status"] for c in report["checks"]] == ["ok"] * 6
     assert healthy == 0 and unhealthy != 0
 
 
@@ -96,6 +98,7 @@ def test_no_worker_then_a_queue_nobody_consumes_then_a_refused_key(stack_factory
     assert res.returncode == 1
     report = {c["name"]: c for c in orjson.loads(res.stdout)["checks"]}
     assert report["workers"]["status"] == "fail"
+    assert report["beat"]["status"] == "fail"  # nothing ran the sweeper
     assert "celery -A workers worker" in report["workers"]["hint"]
     assert report["queues"]["status"] == "skip"
     assert report["api"]["status"] == "fail"

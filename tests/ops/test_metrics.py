@@ -36,6 +36,7 @@ def test_exporter_reports_a_job_from_queue_to_cost(stack_factory: Any, tmp_path:
         assert value(before, "batchline_redis_up", role="state") == 1
         assert value(before, "batchline_jobs_submitted_total") == 0
         assert value(before, "batchline_requests_in_flight_limit") == 100_000
+        assert value(before, "batchline_sweep_age_seconds") == -1  # beat never ran
 
         # When three messages wait on the ingest queue with nobody to take them
         for _ in range(3):
