@@ -74,8 +74,8 @@ class QueueProbe:
 
 
 def _span(chunks: list[Chunk], start: str, end: str) -> float | None:
-    starts = [c.float(start) for c in chunks if c.fields.get(start)]
-    ends = [c.float(end) for c in chunks if c.fields.get(end)]
+    starts = [c.time_field(start) for c in chunks if c.fields.get(start)]
+    ends = [c.time_field(end) for c in chunks if c.fields.get(end)]
     if not starts or not ends:
         return None
     return max(ends) - min(starts)
