@@ -10,6 +10,7 @@ from batchline import api, logs
 from batchline.classify import MISSING, Outcome, classify_result, decide
 from batchline.errors import RateLimited, RetryableApiError
 from batchline.ingest import blob_header
+from batchline.keys import JobKeys
 from batchline.lease import Lease
 from batchline.pipeline.context import Context, Defer
 from batchline.pipeline.terminal import after, deliver_hooks, finish_followers
@@ -196,15 +197,22 @@ def process_result(ctx: Context, job_id: str, number: int, batch_id: str, api_id
     pipe = store.r.pipeline(transaction=False)
     pipe.hget(ck.raw, api_id)
     pipe.zscore(keys.hooks_pending, api_id)
-    raw, hook_pending = pipe.execute()
+    _queue_reads(pipe, keys, [api_id])  # what recording needs, in the same round trip
+    raw, hook_pending, *reads = pipe.execute()
     if raw is None:
         if hook_pending is not None:
             deliver_hooks(ctx, job_id, [api_id])
         return  # processed already (a redelivered subtask)
     line = orjson.loads(unpack(raw))
-    record_outcomes(
-        ctx, job_id, number, {api_id: classify_result(line.get("result"))}, batch_id=batch_id
-    )
+    outcome = {api_id: classify_result(line.get("result"))}
+    record_outcomes(ctx, job_id, number, outcome, batch_id=batch_id, reads=reads)
+
+
+def _queue_reads(pipe: Any, keys: JobKeys, ids: list[str]) -> None:
+    pipe.hget(keys.job, "cancel_requested")
+    pipe.hmget(keys.retries, ids)
+    pipe.hmget(keys.original_ids, ids)
+    pipe.hmget(keys.requests, ids)
 
 
 def record_outcomes(
@@ -213,18 +221,18 @@ def record_outcomes(
     number: int | str,
     outcomes: dict[str, Outcome],
     batch_id: str | None = None,
+    reads: list[Any] | None = None,
 ) -> None:
     """Apply retry limits and the job's state to outcomes, record them, send hooks."""
     store = ctx.store
     keys = store.keys(job_id)
     opts = store.options(job_id)
     ids = list(outcomes)
-    pipe = store.r.pipeline(transaction=False)
-    pipe.hget(keys.job, "cancel_requested")
-    pipe.hmget(keys.retries, ids)
-    pipe.hmget(keys.original_ids, ids)
-    pipe.hmget(keys.requests, ids)
-    canceled_flag, retried, originals, blobs = pipe.execute()
+    if reads is None:
+        pipe = store.r.pipeline(transaction=False)
+        _queue_reads(pipe, keys, ids)
+        reads = pipe.execute()
+    canceled_flag, retried, originals, blobs = reads
     canceled = canceled_flag == b"1"
     items: list[Item] = []
     records: dict[str, dict[str, Any]] = {}
