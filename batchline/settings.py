@@ -173,6 +173,9 @@ class Settings(BaseSettings):
         return self
 
     # --- observability ---
+    # Task events (what Flower shows) for the one-per-custom_id result tasks: off by default,
+    # as they triple the messages of the bulk stage; every other task sends them.
+    result_task_events: bool = False
     log_level: str = "INFO"
     log_json: bool = False
     metrics_host: str = "0.0.0.0"

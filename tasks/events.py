@@ -39,6 +39,6 @@ def schedule_webhooks(
 def _start_scheduler(sender: Any = None, **_: Any) -> None:
     """A starting worker replaces a scheduler chain that may have died with the old one."""
     try:
-        app.send_task("batchline.schedule_webhooks", kwargs={"restart": True})
+        app.send_task("batchline.schedule_webhooks", kwargs={"restart": True}, ignore_result=True)
     except Exception:  # the worker must start even when the broker blips at that moment
         logs.LOGGER.exception("webhook.scheduler_start_failed")

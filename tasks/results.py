@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from batchline.pipeline import results
+from batchline.settings import get_settings
 from tasks.base import PipelineTask
 from workers.app import app
 
@@ -12,7 +13,15 @@ def fan_out_results(self: PipelineTask, job_id: str, chunk: int, batch_id: str) 
     self.step(results.fan_out_results, job_id, chunk, batch_id)
 
 
-@app.task(name="batchline.process_result", base=PipelineTask, bind=True)
+# One per custom_id: worker events (task-received, task-succeeded) for these would triple the
+# messages per request, so they are off unless BATCHLINE_RESULT_TASK_EVENTS asks for them;
+# Flower sees the results stage through fan_out_results either way.
+@app.task(
+    name="batchline.process_result",
+    base=PipelineTask,
+    bind=True,
+    send_events=get_settings().result_task_events,
+)
 def process_result(
     self: PipelineTask, job_id: str, chunk: int, batch_id: str, custom_id: str
 ) -> None:

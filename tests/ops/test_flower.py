@@ -31,7 +31,8 @@ def test_flower_shows_workers_and_every_stage_without_prompts_or_keys(
 ) -> None:
     # Given a stack on a password-protected Redis, two workers, and Flower with basic auth
     server = RedisServer(tmp_path / "redis-pw", password=PASSWORD).start()
-    st = stack_factory(redis=server, max_batch_requests=20)
+    # (with task events for the per-custom_id result tasks, which are off by default)
+    st = stack_factory(redis=server, max_batch_requests=20, result_task_events=True)
     flower: Flower | None = None
     try:
         started = [
