@@ -47,7 +47,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_routes": {name: {"queue": q.value} for name, q in ROUTES.items()},
         "task_track_started": False,
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Flower learns of a task from the worker that receives it; a task-sent event per
+        # message would double the messages of the results stage.
+        "task_send_sent_event": False,
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,

@@ -29,10 +29,6 @@ class CeleryDispatcher:
         # transaction (see workers/outbox.py).
         self.state = state if same_redis else None
         self.fallback = state
-        # No task-sent event per result message unless result task events are asked for.
-        self.quiet = (
-            None if get_settings().result_task_events else app.events.Dispatcher(enabled=False)
-        )
 
     def send(self, name: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
         # A message sent by name says whether to store the result; pipeline tasks' results
@@ -40,14 +36,11 @@ class CeleryDispatcher:
         self.app.send_task(name, args=args, countdown=countdown, ignore_result=True)
 
     def send_many(self, name: str, args: Iterable[tuple[Any, ...]]) -> int:
-        """Publish many messages through kombu's pipelined publish batch, without a
-        task-sent event each (the bulk of the results stage; see docs on events)."""
+        """Publish many messages through kombu's pipelined publish batch."""
         sent = 0
         with self.app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
             for a in args:
-                self.app.send_task(
-                    name, args=a, producer=producer, ignore_result=True, event_dispatcher=self.quiet
-                )
+                self.app.send_task(name, args=a, producer=producer, ignore_result=True)
                 sent += 1
         return sent
 
