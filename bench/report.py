@@ -161,7 +161,8 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
                 m["peak_calls_per_minute"],
                 lambda v, limit=m["api_rpm"]: v <= limit,
                 unit="/min",
-                note=f"{m['batches']} batches in flight; 429s from the API: {m['calls_429']}",
+                note=f"{m.get('max_batches_in_flight')} of {m['batches']} batches in flight at "
+                f"once; 429s from the API: {m['calls_429']}",
             )
         )
         out.append(
@@ -388,6 +389,14 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"{mode}: status calls per batch; per backoff step",
                     f"{m['status_calls_per_batch']}; {m['status_calls_per_step']} "
                     f"(nominal steps per batch without the limit: {m['nominal_steps_per_batch']})",
+                )
+            )
+            out.append(
+                (
+                    sec,
+                    f"{mode}: most batches in flight at once; creates spread over",
+                    f"{m.get('max_batches_in_flight')} of {m['batches']}; "
+                    f"{m.get('creates_spread_s')} s",
                 )
             )
             lag = m["ended_to_seen_s"]
