@@ -30,6 +30,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The results stage's own workers (README, Operations): solo-pool processes, one per core,
+# each holding up to 64 messages, without the broker's ack emulation
+# (Settings.broker_ack_emulation). Compose, the bench and the worker-kill test run these.
+RESULTS_WORKER_ARGS = ("--pool", "solo", "--prefetch-multiplier", "64")
+RESULTS_WORKER_ENV = {"BATCHLINE_BROKER_ACK_EMULATION": "false"}
+
+
 class ProcessExited(RuntimeError):
     """A process being waited on has died: waiting longer cannot help."""
 

@@ -145,8 +145,9 @@ return attempt
 """
 
 # Mark a job completed (or canceled) once nothing remains. KEYS: job, active jobs set,
-# hooks pending, fleet stats. ARGV: now, job id, 1 when an on_complete hook must be sent.
-# Returns the final state, '' when already final, or 'running' when requests remain.
+# hooks pending, fleet stats, hooks sending. ARGV: now, job id, 1 when an on_complete hook
+# must be sent. Returns the final state, '' when already final, or 'running' when requests
+# remain. A job with hooks still to send stays active, so the sweep can send them.
 FINALIZE = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if st == 'completed' or st == 'canceled' then return '' end
@@ -157,9 +158,11 @@ if remaining > 0 then return 'running' end
 local final = 'completed'
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then final = 'canceled' end
 redis.call('HSET', KEYS[1], 'state', final, 'ended_at', ARGV[1])
-redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('HINCRBY', KEYS[4], 'jobs:' .. final, 1)
 if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], ARGV[1], '!complete') end
+if redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[5]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[2])
+end
 return final
 """
 

@@ -89,6 +89,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=None, help="job size (default 100000)")
     p.add_argument("--workers", type=int, default=2, help="Celery pool processes (default 2)")
     p.add_argument(
+        "--topology",
+        choices=batchline_run.TOPOLOGIES,
+        default="split",
+        help="split (default): one worker for ingest/api/events and --workers solo-pool "
+        "processes on the results queue; prefork: one worker, --workers pool processes, "
+        "every queue",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_OUT,
@@ -158,7 +166,9 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
         main_job = job(args.requests)
         if step("batchline", f"{args.requests:,} requests, no-op handler"):
-            sections["batchline"] = batchline_run.run(work / "batchline", main_job, args.workers)
+            sections["batchline"] = batchline_run.run(
+                work / "batchline", main_job, args.workers, topology=args.topology
+            )
         if step("sequential", "the SDK alone, no-op handler"):
             sections["sequential"] = sequential.run_in_process(
                 work / "sequential", main_job.path, "noop", poll_interval_s
@@ -175,7 +185,9 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         if step("io", f"{args.io_requests:,} requests, 10 ms I/O handler"):
             io_job = job(args.io_requests)
             sections["io"] = {
-                "batchline": batchline_run.run(work / "io-batchline", io_job, args.workers, "io"),
+                "batchline": batchline_run.run(
+                    work / "io-batchline", io_job, args.workers, "io", topology=args.topology
+                ),
                 "sequential": sequential.run_in_process(
                     work / "io-sequential", io_job.path, "io", poll_interval_s
                 ),
@@ -205,6 +217,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "requests": args.requests,
             "io_requests": args.io_requests,
             "workers": args.workers,
+            "topology": args.topology,
             "sections": args.sections,
             "quick": args.quick,
         },

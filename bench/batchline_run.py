@@ -16,6 +16,7 @@ import redis
 
 from batchline.client import Client
 from batchline.ingest import request_blob
+from batchline.localstack import RESULTS_WORKER_ARGS, RESULTS_WORKER_ENV
 from batchline.settings import Settings
 from batchline.store import FINAL_JOB_STATES, Chunk
 from batchline.validation import Request, validate_stream
@@ -29,6 +30,11 @@ RESULTS = "results"  # a batch has ended: its results are being fanned out and p
 SIZE_SAMPLE = 2000
 # Threads of the hook worker: enough that 10 ms waits overlap; the CPU is the limit then.
 HOOK_THREADS = 100
+# How the bench deploys Batchline (README, Operations):
+#   split:   one prefork worker for ingest, api and events; `workers` results workers as
+#            the README deploys them (batchline.localstack.RESULTS_WORKER_ARGS and _ENV);
+#   prefork: one `celery -A workers worker` with `workers` pool processes on every queue.
+TOPOLOGIES = ("split", "prefork")
 
 
 def stored_request_bytes(job: Job, sample: int = SIZE_SAMPLE) -> float:
@@ -92,13 +98,36 @@ def _stage(seconds: float | None, count: int) -> dict[str, Any]:
     }
 
 
+def start_batchline(st: Stack, workers: int, topology: str) -> None:
+    """Batchline's workers, all named batchline.*@ (their CPU is summed as `batchline`)."""
+    if topology == "prefork":
+        st.worker(name="batchline.all", concurrency=workers)
+        return
+    if topology != "split":
+        raise ValueError(f"unknown topology {topology!r}; choose from {', '.join(TOPOLOGIES)}")
+    st.worker(name="batchline.stages", concurrency=1, queues=["ingest", "api", "events"])
+    for i in range(workers):
+        st.worker(
+            name=f"batchline.results{i + 1}",
+            concurrency=1,
+            queues=["results"],
+            extra=RESULTS_WORKER_ARGS,
+            env=RESULTS_WORKER_ENV,
+        )
+
+
 def run(
-    workdir: Path, job: Job, workers: int, handler: str = "noop", timeout_s: float | None = None
+    workdir: Path,
+    job: Job,
+    workers: int,
+    handler: str = "noop",
+    timeout_s: float | None = None,
+    topology: str = "split",
 ) -> dict[str, Any]:
     """One job of `job.count` requests through Batchline; numbers of every stage."""
     timeout_s = timeout_s or max(600.0, job.count / 20)
     with stack(workdir) as st:
-        st.worker(name="batchline", concurrency=workers)
+        start_batchline(st, workers, topology)
         options: dict[str, Any] = {}
         if handler != "noop":
             st.worker(
@@ -110,7 +139,7 @@ def run(
                 env={"BENCH_HOOK_BROKER_URL": st.redis.url, "BENCH_HANDLER": handler},
             )
             options = {"on_result": hookapp.TASK, "hook_queue": hookapp.QUEUE}
-        return _measure(st, job, handler, options, timeout_s)
+        return {"topology": topology, **_measure(st, job, handler, options, timeout_s)}
 
 
 def _measure(
@@ -231,7 +260,7 @@ def _measure(
     }
     out["worker_memory"] = {
         "processes": [p for p in rss.result() if p["role"] != "server"],
-        "peak_rss_bytes": rss.max_bytes("batchline@"),
+        "peak_rss_bytes": rss.max_bytes("batchline."),
         "body_bytes": job.body_bytes,
     }
     out["cpu"] = {

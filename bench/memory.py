@@ -140,12 +140,13 @@ class RssSampler:
         )
 
     def cpu_s(self) -> dict[str, float]:
-        """CPU seconds used while watched, summed per worker (or server) name."""
+        """CPU seconds used while watched, summed per worker (or server) name; the workers
+        `name.a@` and `name.b@` count together as `name`."""
         out: dict[str, float] = {}
         for p in self.peaks.values():
             d = p.as_dict()["cpu_s"]
             if d is not None:
-                key = p.worker.split("@")[0]
+                key = p.worker.split("@")[0].split(".")[0]
                 out[key] = round(out.get(key, 0.0) + d, 2)
         return out
 

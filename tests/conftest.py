@@ -81,8 +81,8 @@ class Stack:
     workers: list[Worker] = field(default_factory=list)
     beat: Beat | None = None
 
-    def worker(self, wait: bool = True, **kw: Any) -> Worker:
-        w = Worker(self.tmp, self.env, **kw)
+    def worker(self, wait: bool = True, env: dict[str, str] | None = None, **kw: Any) -> Worker:
+        w = Worker(self.tmp, {**self.env, **(env or {})}, **kw)
         self.workers.append(w)
         return w.start(wait=wait)
 

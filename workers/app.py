@@ -30,7 +30,10 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # visibility_timeout passes. A countdown task sits unacknowledged until its ETA,
         # so every countdown stays well below this (Settings checks it), and a killed
         # worker's task comes back after at most this long.
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "ack_emulation": settings.broker_ack_emulation,
+        },
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
         "task_serializer": "json",
         "result_serializer": "json",

@@ -13,6 +13,7 @@ from batchline.pipeline.context import Context
 from batchline.settings import get_settings
 from batchline.store import Store
 from workers.outbox import Hook, publish_with
+from workers.queues import Queue
 
 PUBLISH_BATCH = 500  # publishes per pipelined round trip to Redis
 DEFAULT_HOOK_QUEUE = "celery"  # Celery's default queue, where another app's worker listens
@@ -91,3 +92,20 @@ def _after_fork(**_: Any) -> None:
 @signals.worker_init.connect
 def _setup_logging(**_: Any) -> None:
     logs.setup(get_settings())
+
+
+@signals.celeryd_after_setup.connect
+def _check_ack_emulation(instance: Any = None, **_: Any) -> None:
+    """Without ack emulation a killed worker loses the messages it held; only the results
+    stage is built to recover those (the sweep republishes them): warn on any other queue."""
+    if instance is None or get_settings().broker_ack_emulation:
+        return
+    queues = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
+    others = sorted(queues - {Queue.RESULTS.value})
+    if others:
+        logs.warning(
+            "worker.ack_emulation_off",
+            detail="BATCHLINE_BROKER_ACK_EMULATION=false is meant for results-only workers; "
+            "a message of these queues held by a killed worker may be lost",
+            queues=",".join(others),
+        )

@@ -19,7 +19,13 @@ def finalize_job(ctx: Context, job_id: str) -> str:
     keys = store.keys(job_id)
     opts = store.options(job_id)
     final = store.scripts.finalize(
-        keys=[keys.job, store.fleet.active_jobs, keys.hooks_pending, store.fleet.stats],
+        keys=[
+            keys.job,
+            store.fleet.active_jobs,
+            keys.hooks_pending,
+            store.fleet.stats,
+            keys.hooks_sending,
+        ],
         args=[store.now(), job_id, "1" if opts.on_complete else "0"],
     )
     final = final.decode() if isinstance(final, bytes) else str(final)

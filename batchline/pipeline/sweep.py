@@ -9,7 +9,7 @@ from batchline.pipeline.context import Context
 from batchline.pipeline.create import check_duplicates
 from batchline.pipeline.retries import flush_pool
 from batchline.pipeline.terminal import deliver_hooks
-from batchline.store import Chunk
+from batchline.store import FINAL_JOB_STATES, Chunk
 
 
 def sweep(ctx: Context) -> dict[str, int]:
@@ -29,6 +29,16 @@ def sweep(ctx: Context) -> dict[str, int]:
             store.r.srem(store.fleet.active_jobs, job_id)
             continue
         if state == "ingesting":
+            continue
+        if state in FINAL_JOB_STATES:
+            # Kept active by FINALIZE only while hooks remain to be sent.
+            done["hooks"] += _stale_hooks(ctx, job_id)
+            keys = store.keys(job_id)
+            pipe = store.r.pipeline(transaction=False)
+            pipe.zcard(keys.hooks_pending)
+            pipe.zcard(keys.hooks_sending)
+            if not sum(pipe.execute()):
+                store.r.srem(store.fleet.active_jobs, job_id)
             continue
         for chunk in store.chunks(job_id):
             action = _rearm(ctx, chunk, now)
@@ -96,8 +106,9 @@ def _rearm(ctx: Context, chunk: Chunk, now: float) -> str | None:
             ctx.dispatch.send("batchline.fan_out_results", (job_id, n, chunk.batch_id))
             return "fan_out"
         # Every subtask was published; the broker redelivers a dead worker's unacked ones
-        # after visibility_timeout_s. Only results still unprocessed well after that were
-        # lost (Redis lost data): publish them again.
+        # after visibility_timeout_s. Results still unprocessed well after that were lost
+        # (Redis lost data, or a results worker without ack emulation died holding them):
+        # publish them again.
         lost_after = ctx.settings.visibility_timeout_s + ctx.settings.stall_s
         if now - max(chunk.time_field("progress_at"), chunk.time_field("touched_at")) > lost_after:
             store.touch_chunk(job_id, n)

@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 import yaml
 
-from batchline.localstack import PROJECT_ROOT, Beat, Emulator, Worker
+from batchline.localstack import (
+    PROJECT_ROOT,
+    RESULTS_WORKER_ARGS,
+    RESULTS_WORKER_ENV,
+    Beat,
+    Emulator,
+    Worker,
+)
 from tests.ops.support import FLOWER_ENTRY, flower_argv, metrics_argv
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
@@ -128,6 +135,7 @@ def test_services_and_what_they_run() -> None:
         "redis",
         "worker",
         "worker-api",
+        "worker-results",
         "beat",
         "flower",
         "metrics",
@@ -156,7 +164,7 @@ def test_every_long_running_service_has_a_health_check() -> None:
     ]
     # redis-cli authenticates through REDISCLI_AUTH, never an -a argument.
     assert "REDISCLI_AUTH" in services["redis"]["environment"]
-    for name in ("worker", "worker-api"):
+    for name in ("worker", "worker-api", "worker-results"):
         test = services[name]["healthcheck"]["test"][1]
         node = command(services[name])[command(services[name]).index("-n") + 1]
         assert f"inspect ping -d {node.replace('%h', '$HOSTNAME')}" in test, name
@@ -208,7 +216,7 @@ def test_a_missing_password_stops_compose_with_a_message() -> None:
 def test_services_share_one_redis_url_with_the_password() -> None:
     services = resolved()["services"]
     url = "redis://:s3cr3tpass@redis:6379/0"
-    for name in ("worker", "worker-api", "beat", "flower", "metrics"):
+    for name in ("worker", "worker-api", "worker-results", "beat", "flower", "metrics"):
         assert services[name]["environment"]["BATCHLINE_REDIS_URL"] == url, name
 
 
@@ -231,10 +239,14 @@ def _celery_parse(sub: str, argv: list[str]) -> dict[str, Any]:
 def test_worker_commands_are_the_test_suites_worker_entry_point(tmp_path: Path) -> None:
     services = resolved()["services"]
     suite = captured(Worker, tmp_path, {}, queues=["api"], name="w1", hostname="host1")
+    results_suite = captured(
+        Worker, tmp_path, {}, queues=["results"], name="w2", extra=RESULTS_WORKER_ARGS
+    )
     assert suite[:4] == ["celery", "-A", "workers", "worker"]
     queues_seen: set[str] = set()
-    for name in ("worker", "worker-api"):
+    for name in ("worker", "worker-api", "worker-results"):
         argv = command(services[name])
+        suite = results_suite if name == "worker-results" else suite
         assert argv[:4] == suite[:4], name
         assert flags(argv) <= flags(suite), (name, flags(argv) - flags(suite))
         params = _celery_parse("worker", argv[4:])
@@ -249,10 +261,28 @@ def test_worker_commands_are_the_test_suites_worker_entry_point(tmp_path: Path) 
     assert command(services["worker-api"])[command(services["worker-api"]).index("-Q") + 1] == "api"
 
 
+def test_results_workers_run_as_the_worker_kill_test_and_the_bench_run_them() -> None:
+    svc = resolved()["services"]["worker-results"]
+    argv = command(svc)
+    params = _celery_parse("worker", argv[4:])
+    assert params["queues"] == ["results"]
+    # The same pool, prefetch and ack emulation as the worker-kill test's results worker.
+    tail = argv[argv.index("--pool") : argv.index("--pool") + len(RESULTS_WORKER_ARGS)]
+    assert tuple(tail) == RESULTS_WORKER_ARGS
+    assert params["pool"].__module__ == "celery.concurrency.solo"
+    assert params["prefetch_multiplier"] == 64
+    for key, value in RESULTS_WORKER_ENV.items():
+        assert str(svc["environment"][key]) == value
+    # Every other worker keeps ack emulation (the setting passes through, default on).
+    for name in ("worker", "worker-api"):
+        env = resolved()["services"][name]["environment"]
+        assert env.get("BATCHLINE_BROKER_ACK_EMULATION") in (None, ""), name
+
+
 def test_the_general_worker_is_scalable_and_configurable() -> None:
     raw = load()["services"]["worker"]
     argv = [str(a) for a in raw["command"]]
-    assert argv[argv.index("-Q") + 1] == "${WORKER_QUEUES:-ingest,results,events}"
+    assert argv[argv.index("-Q") + 1] == "${WORKER_QUEUES:-ingest,events}"
     assert argv[argv.index("--concurrency") + 1] == "${WORKER_CONCURRENCY:-4}"
     env = {
         **env_example(),

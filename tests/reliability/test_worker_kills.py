@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
+from batchline.localstack import RESULTS_WORKER_ARGS, RESULTS_WORKER_ENV
 from tests.support.jobs import DEFAULTS, check_records, prompts
-from tests.support.procs import Worker, wait_for
+from tests.support.procs import Worker, wait_for, worker_env
 
 
 def start(stack_factory: Any, *emulator_args: str, **settings: Any) -> Any:
@@ -49,6 +50,7 @@ def restart(st: Any, worker: Worker) -> Worker:
         queues=worker.queues,
         name=worker.name.split("@")[0] + "b",
         concurrency=worker.concurrency,
+        extra=worker.extra,
     )
     st.workers.append(fresh.start())
     return fresh
@@ -95,9 +97,20 @@ def test_kill_during_polling(stack_factory: Any) -> None:
     assert check_exactly_once(st, job_id, reqs) == {"succeeded": 300}
 
 
-@pytest.mark.parametrize("stage", ["fan-out", "processing"])
+@pytest.mark.parametrize("stage", ["fan-out", "processing", "processing-without-ack-emulation"])
 def test_kill_during_results(stack_factory: Any, stage: str) -> None:
     st = start(stack_factory, "--processing-seconds", "0.5")
+    if stage == "processing-without-ack-emulation":
+        # The results worker as deployed for speed: what it held dies with it, unacked
+        # nowhere; the sweep republishes those results.
+        st.results.kill()
+        st.results = st.worker(
+            queues=["results"],
+            name="fast",
+            concurrency=1,
+            extra=RESULTS_WORKER_ARGS,
+            env=RESULTS_WORKER_ENV,
+        )
     reqs = prompts(2000) + prompts(20, "once", " [[emulate:errored-once:overloaded_error]]")
     job_id = submit(st, reqs)
 
@@ -111,3 +124,14 @@ def test_kill_during_results(stack_factory: Any, stage: str) -> None:
     wait_for(midway, 60, interval=0.005, what=f"{stage} under way")
     restart(st, st.results)
     assert check_exactly_once(st, job_id, reqs) == {"succeeded": 2020}
+
+
+def test_a_worker_without_ack_emulation_warns_when_it_serves_more_than_results(
+    redis_server: Any, worker_factory: Any
+) -> None:
+    env = {**worker_env(redis_server.url, None), **RESULTS_WORKER_ENV}
+    mixed = worker_factory(env, queues=["results", "ingest"], name="mixed")
+    results_only = worker_factory(env, queues=["results"], name="only", extra=RESULTS_WORKER_ARGS)
+    warned = [line for line in mixed.log_text().splitlines() if "worker.ack_emulation_off" in line]
+    assert len(warned) == 1 and "queues=ingest" in warned[0]
+    assert "ack_emulation_off" not in results_only.log_text()
