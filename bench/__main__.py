@@ -16,11 +16,27 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import batchline_run, emulator_speed, plain_celery, polling, report, sequential
+from bench import (
+    batchline_run,
+    cache_run,
+    emulator_speed,
+    plain_celery,
+    polling,
+    report,
+    sequential,
+)
 from bench.jobgen import Job, write_job
 from bench.stack import BENCH_SETTINGS
 
-SECTIONS = ("batchline", "sequential", "plain_celery", "io", "polling", "emulator_speed")
+SECTIONS = (
+    "batchline",
+    "sequential",
+    "plain_celery",
+    "io",
+    "cache",
+    "polling",
+    "emulator_speed",
+)
 DEFAULT_OUT = Path("bench/out/results.json")
 QUICK_REQUESTS = 300
 QUICK_IO_REQUESTS = 150
@@ -192,6 +208,10 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                     work / "io-sequential", io_job.path, "io", poll_interval_s
                 ),
             }
+        if step("cache", "repeats inside a job, then the same job again, cache on"):
+            sections["cache"] = cache_run.run(
+                work / "cache", main_job, args.workers, topology=args.topology
+            )
         if step("polling", "many batches in flight under a rate limit"):
             base = QUICK_POLLING if args.quick else polling.PollingConfig()
             cfg = polling.PollingConfig(

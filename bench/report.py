@@ -417,6 +417,30 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"{d['list_calls']} (median {d['list_call_ms']} ms): {d['calls_ratio']}x fewer",
                 )
             )
+    cache = s.get("cache")
+    if cache:
+        sec = (
+            f"Never paying twice ({cache['requests']:,} requests, {cache['distinct']:,} distinct; "
+            "cache on)"
+        )
+        for label, what in (("first", "first job"), ("again", "the same job again")):
+            c = cache[label]
+            out.append(
+                (
+                    sec,
+                    f"{what}: sent to the API; batches",
+                    f"{c['sent_to_api']:,} requests; {c['batches_created']} batches "
+                    f"({c['deduplicated']:,} repeats sent once, {c['cache_hits']:,} from the "
+                    f"cache; {c['seconds']:.1f} s)",
+                )
+            )
+            out.append(
+                (
+                    sec,
+                    f"{what}: cost; saved",
+                    f"${c['cost_usd']:.4f}; ${c['saved_usd']:.4f} (the job's status)",
+                )
+            )
     emu = s.get("emulator_speed")
     if emu:
         sec = f"Emulator create speed ({emu['requests']:,} requests, {_mb(emu['body_bytes'])})"

@@ -58,6 +58,15 @@ def test_quick_harness_reports_every_section_with_numbers(tmp_path: Path) -> Non
     assert _number(s["io"]["batchline"]["stages"]["hooks"]["seconds"])
     assert s["io"]["sequential"]["handler"] == "io" and _number(s["io"]["sequential"]["total_s"])
 
+    cache = s["cache"]
+    assert cache["first"]["succeeded"] == cache["again"]["succeeded"] == cache["requests"]
+    # Repeats inside the first job are sent once; the second job sends nothing at all.
+    assert cache["first"]["sent_to_api"] == cache["distinct"] < cache["requests"]
+    assert cache["first"]["deduplicated"] == cache["requests"] - cache["distinct"]
+    assert cache["again"]["sent_to_api"] == 0 and cache["again"]["batches_created"] == 0
+    assert cache["again"]["cache_hits"] == cache["requests"]
+    assert 0 < cache["first"]["saved_usd"] < cache["again"]["saved_usd"]
+
     modes = s["polling"]["modes"]
     assert modes and all(_number(m["peak_calls_per_minute"]) for m in modes.values())
     assert all(_number(m["status_calls_per_step"]) for m in modes.values())
