@@ -135,3 +135,45 @@ def test_a_worker_without_ack_emulation_warns_when_it_serves_more_than_results(
     warned = [line for line in mixed.log_text().splitlines() if "worker.ack_emulation_off" in line]
     assert len(warned) == 1 and "queues=ingest" in warned[0]
     assert "ack_emulation_off" not in results_only.log_text()
+
+
+def test_a_finalizer_that_dies_before_sending_on_complete_leaves_it_to_the_sweep(
+    stack_factory: Any,
+) -> None:
+    # Given a job that completed and sent its on_complete hook once
+    st = stack_factory()
+    st.worker()
+    st.start_beat()
+    hook_env = {**st.env, "HOOK_BROKER_URL": st.redis.url}
+    st.workers.append(
+        Worker(
+            st.tmp, hook_env, queues=["hooks"], name="hooks", app="tests.support.hookapp"
+        ).start()
+    )
+    sub = st.client.submit(
+        prompts(5), defaults=DEFAULTS, on_complete="hookapp.on_complete", hook_queue="hooks"
+    )
+    job_id = sub["job_id"]
+    st.client.wait(job_id, timeout_s=60)
+    r = st.redis.client()
+    done_key = f"hooks:{job_id}:complete"
+    wait_for(lambda: r.llen(done_key) == 1, 30, what="the on_complete hook")
+    store = st.client.store
+    keys = store.keys(job_id)
+    wait_for(lambda: not r.sismember(store.fleet.active_jobs, job_id), 30, what="the job to go")
+    # When the job is finalized again by a worker that dies right after the FINALIZE script
+    # (its on_complete mark recorded, the hook never sent)
+    r.hset(keys.job, "state", "running")
+    r.sadd(store.fleet.active_jobs, job_id)
+    final = store.scripts.finalize(
+        keys=[keys.job, store.fleet.active_jobs, keys.hooks_pending, store.fleet.stats,
+              keys.hooks_sending],
+        args=[store.now(), job_id, "1"],
+    )  # fmt: skip
+    assert final == b"completed"
+    # Then the job stays where the sweep looks, the sweep sends the hook once the broker's
+    # redelivery window has passed, and only then lets the job go
+    assert r.sismember(store.fleet.active_jobs, job_id)
+    wait_for(lambda: r.llen(done_key) == 2, 60, what="the sweep to send on_complete")
+    wait_for(lambda: not r.sismember(store.fleet.active_jobs, job_id), 30, what="the job to go")
+    assert r.zcard(keys.hooks_pending) == 0 and r.zcard(keys.hooks_sending) == 0
