@@ -19,7 +19,7 @@ from batchline.keys import FleetKeys, JobKeys
 from batchline.pricing import NANO
 from batchline.redaction import redact_url
 from batchline.settings import Settings
-from batchline.store import CLOSED_CHUNK_STATES, OPEN_CHUNK_STATES
+from batchline.store import CLOSED_CHUNK_STATES, FINAL_JOB_STATES, OPEN_CHUNK_STATES
 from workers.queues import Queue
 
 REDIS_TIMEOUT_S = 5.0
@@ -121,7 +121,11 @@ class FleetCollector(Collector):
         jobs = GaugeMetricFamily(
             "batchline_jobs", "Jobs not yet completed or canceled, by state", labels=["state"]
         )
-        job_states = self._job_states(active)
+        # A finished job stays in the active set until the sweep has sent its last hooks.
+        job_states = {
+            j: st for j, st in self._job_states(active).items() if st not in FINAL_JOB_STATES
+        }
+        active = sorted(job_states)
         by_state = dict.fromkeys(ACTIVE_JOB_STATES, 0)
         for st in job_states.values():
             by_state[st] = by_state.get(st, 0) + 1
