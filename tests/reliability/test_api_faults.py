@@ -158,7 +158,11 @@ def test_admission_keeps_the_processing_queue_under_the_cap_in_order(stack_facto
     assert check_records(reqs, list(st.client.results(sub["job_id"]))) == {"succeeded": 400}
     stats = st.emulator.stats()
     assert stats["queue_limited"] == 0 and stats["batches_created"] == 10
-    # Chunks were created in their order.
+    # Chunks were let through in their order: two admitted together may reach the API in
+    # either order, but no chunk was created before the one two places ahead of it.
     created = {b["id"]: b["created_at"] for b in stats["batches"]}
-    by_creation = sorted(final["batches"], key=lambda b: created[b["batch_id"]])
-    assert [b["chunk"] for b in by_creation] == list(range(10))
+    by_creation = [
+        b["chunk"] for b in sorted(final["batches"], key=lambda b: created[b["batch_id"]])
+    ]
+    assert sorted(by_creation) == list(range(10))
+    assert all(abs(pos - chunk) <= 1 for pos, chunk in enumerate(by_creation)), by_creation
