@@ -86,6 +86,15 @@ class Stack:
         self.workers.append(w)
         return w.start(wait=wait)
 
+    def start_hooks(self) -> Worker:
+        """Another service's Celery app (tests.support.hookapp) on its own `hooks` queue."""
+        return self.worker(
+            queues=["hooks"],
+            name="hooks",
+            app="tests.support.hookapp",
+            env={"HOOK_BROKER_URL": self.redis.url},
+        )
+
     def start_beat(self) -> Beat:
         self.beat = Beat(self.tmp, self.env).start()
         return self.beat

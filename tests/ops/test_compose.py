@@ -246,9 +246,9 @@ def test_worker_commands_are_the_test_suites_worker_entry_point(tmp_path: Path) 
     queues_seen: set[str] = set()
     for name in ("worker", "worker-api", "worker-results"):
         argv = command(services[name])
-        suite = results_suite if name == "worker-results" else suite
-        assert argv[:4] == suite[:4], name
-        assert flags(argv) <= flags(suite), (name, flags(argv) - flags(suite))
+        expected = results_suite if name == "worker-results" else suite
+        assert argv[:4] == expected[:4], name
+        assert flags(argv) <= flags(expected), (name, flags(argv) - flags(expected))
         params = _celery_parse("worker", argv[4:])
         assert params["without_mingle"] and params["without_gossip"]
         # A distinct node name per replica: %h is the container's hostname.

@@ -12,16 +12,11 @@ from batchline.errors import JobRefused
 from batchline.pricing import cost_nusd
 from batchline.settings import Settings
 from tests.support.jobs import DEFAULTS, check_records, prompts
-from tests.support.procs import Worker, wait_for
+from tests.support.procs import wait_for
 
 
 def test_repeats_are_sent_once_and_the_cache_answers_the_next_job(stack: Any) -> None:
-    hook_env = {**stack.env, "HOOK_BROKER_URL": stack.redis.url}
-    stack.workers.append(
-        Worker(
-            stack.tmp, hook_env, queues=["hooks"], name="hooks", app="tests.support.hookapp"
-        ).start()
-    )
+    stack.start_hooks()
     base = prompts(40)
     repeats = [{"custom_id": f"again{i}", "prompt": base[i]["prompt"]} for i in range(10)]
     flaky = [

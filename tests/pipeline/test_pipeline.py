@@ -11,7 +11,7 @@ import pytest
 
 from batchline.errors import JobConflict, JobRefused
 from tests.support.jobs import DEFAULTS, check_records, prompts
-from tests.support.procs import Worker, wait_for
+from tests.support.procs import wait_for
 
 
 def test_3500_requests_in_chunks_of_1000_make_four_batches(stack_factory: Any) -> None:
@@ -161,12 +161,7 @@ def test_accept_invalid_sends_the_valid_lines_and_rejects_the_rest(stack: Any) -
 
 
 def test_hooks_reach_another_apps_task_on_its_own_queue(stack: Any) -> None:
-    hook_env = {**stack.env, "HOOK_BROKER_URL": stack.redis.url}
-    stack.workers.append(
-        Worker(
-            stack.tmp, hook_env, queues=["hooks"], name="hooks", app="tests.support.hookapp"
-        ).start()
-    )
+    stack.start_hooks()
     reqs = (
         prompts(40)
         + prompts(2, "perm", " [[emulate:errored:invalid_request_error]]")

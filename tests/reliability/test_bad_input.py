@@ -11,7 +11,7 @@ import pytest
 
 from batchline.errors import JobRefused
 from tests.support.jobs import DEFAULTS, check_records, prompts
-from tests.support.procs import Worker, wait_for
+from tests.support.procs import wait_for
 
 
 def worker_healthy(st: Any) -> None:
@@ -78,12 +78,7 @@ def test_empty_input_and_a_path_outside_the_allowed_directory(
 def test_unknown_custom_id_and_truncated_result_streams(stack_factory: Any) -> None:
     st = stack_factory("--processing-seconds", "0.3")
     st.worker(concurrency=3)
-    hook_env = {**st.env, "HOOK_BROKER_URL": st.redis.url}
-    st.workers.append(
-        Worker(
-            st.tmp, hook_env, queues=["hooks"], name="hooks", app="tests.support.hookapp"
-        ).start()
-    )
+    st.start_hooks()
     st.emulator.configure(unknown_results_next=1, truncate_results_next=2)
     reqs = prompts(3000)
     sub = st.client.submit(

@@ -20,12 +20,7 @@ def start(stack_factory: Any, *emulator_args: str, **settings: Any) -> Any:
     st.ingest = st.worker(queues=["ingest", "events"], name="ingest")
     st.api = st.worker(queues=["api"], name="api")
     st.results = st.worker(queues=["results"], name="results", concurrency=1)
-    hook_env = {**st.env, "HOOK_BROKER_URL": st.redis.url}
-    st.workers.append(
-        Worker(
-            st.tmp, hook_env, queues=["hooks"], name="hooks", app="tests.support.hookapp"
-        ).start()
-    )
+    st.start_hooks()
     st.start_beat()
     return st
 
@@ -144,12 +139,7 @@ def test_a_finalizer_that_dies_before_sending_on_complete_leaves_it_to_the_sweep
     st = stack_factory()
     st.worker()
     st.start_beat()
-    hook_env = {**st.env, "HOOK_BROKER_URL": st.redis.url}
-    st.workers.append(
-        Worker(
-            st.tmp, hook_env, queues=["hooks"], name="hooks", app="tests.support.hookapp"
-        ).start()
-    )
+    st.start_hooks()
     sub = st.client.submit(
         prompts(5), defaults=DEFAULTS, on_complete="hookapp.on_complete", hook_queue="hooks"
     )
