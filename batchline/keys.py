@@ -200,5 +200,9 @@ class FleetKeys:
     def lease(self, name: str) -> str:
         return f"{self.prefix}:lease:{name}"
 
+    def create_slot(self, requests: int) -> str:
+        """String: the chunk whose create of a batch of this many requests is unsettled."""
+        return f"{self.prefix}:createslot:{requests}"
+
     def result_cache(self, scope: str, params_key: str) -> str:
         return f"{self.prefix}:cache:{scope}:{params_key}"

@@ -30,11 +30,13 @@ return 0
 class Lease:
     """`if lease.acquire(): try: ... lease.renew() ... finally: lease.release()`."""
 
-    def __init__(self, r: redis.Redis, key: str, ttl_s: float):
+    def __init__(self, r: redis.Redis, key: str, ttl_s: float, token: str | None = None):
+        """`token` names the holder; a fixed one lets every run of the same step (a retry, a
+        redelivery) count as the same holder."""
         self.r = r
         self.key = key
         self.ttl_ms = max(1, int(ttl_s * 1000))
-        self.token = uuid.uuid4().hex
+        self.token = token or uuid.uuid4().hex
 
     def acquire(self) -> bool:
         return bool(self.r.set(self.key, self.token, nx=True, px=self.ttl_ms))

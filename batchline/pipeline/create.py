@@ -20,6 +20,7 @@ from batchline.wire import ErrorInfo
 
 ADMISSION_WAIT_S = 5.0
 LEASE_WAIT_S = 2.0
+SLOT_WAIT_S = 0.5
 CLOCK_SKEW_S = 120.0
 READ_SLICE = 500
 
@@ -79,7 +80,35 @@ def create_batch(ctx: Context, job_id: str, number: int) -> None:
         lease.release()
 
 
+def create_slot(ctx: Context, chunk: Chunk) -> Lease:
+    """One unsettled create per request count, fleet-wide.
+
+    A lost create answer is reconciled by creation window and request count, which cannot
+    tell apart two batches of the same size made in one window. So a chunk holds the slot of
+    its size from before its create until the batch id is known; after a lost answer it keeps
+    it until reconciliation settles it, or until the slot runs out, by which time the
+    chunk's window has closed. Every run of the chunk's create is the same holder.
+    """
+    ttl_s = ctx.settings.api_timeout_s + 2 * CLOCK_SKEW_S + 60
+    return Lease(ctx.store.r, ctx.store.fleet.create_slot(chunk.count), ttl_s, token=chunk.ref)
+
+
 def _create_locked(ctx: Context, chunk: Chunk, lease: Lease) -> None:
+    slot = create_slot(ctx, chunk)
+    if not slot.renew():
+        raise Defer(SLOT_WAIT_S, "a batch of the same size is being created")
+    try:
+        _create_in_slot(ctx, chunk, lease)
+    finally:
+        # Settled once the chunk has a batch, has failed, or never began a create; a create
+        # begun and not recorded (a lost answer, a crash, an error) keeps the slot for the
+        # chunk's next run.
+        state = ctx.store.r.hget(ctx.store.chunk_keys(chunk.job_id, chunk.number).meta, "state")
+        if state != b"creating":
+            slot.release()
+
+
+def _create_in_slot(ctx: Context, chunk: Chunk, lease: Lease) -> None:
     store = ctx.store
     attempts = chunk.number_field("create_attempts")
     if chunk.state == "creating":
