@@ -20,7 +20,7 @@ CLIENT_MAX_SIZE = 1 << 40
 
 def create_app(config: EmulatorConfig, clock: Callable[[], float] = time.time) -> web.Application:
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[error_envelope])
-    app[STATE] = EmulatorState(config=config, clock=clock)
+    app[STATE] = EmulatorState(config=config, host_clock=clock)
     router = app.router
     one = BATCHES_PATH + "/{batch_id}"
     router.add_post(BATCHES_PATH, batch_endpoint("create", endpoints.create))

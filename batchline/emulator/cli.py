@@ -30,6 +30,13 @@ def _option(flag: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
     help="Comma-separated API keys to accept; empty accepts any non-empty key.",
 )
 @_option(
+    "--workspaces",
+    default="",
+    help="Workspaces and their keys, as ws1=key1,key2;ws2=key3. When set, only these keys "
+    "are accepted (--api-keys is ignored) and each sees only its workspace's batches; "
+    "empty: every accepted key is in one workspace.",
+)
+@_option(
     "--processing-seconds",
     default=defaults.DEFAULT_PROCESSING_SECONDS,
     type=float,
@@ -79,6 +86,12 @@ def _option(flag: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
     help="Share of creates that make the batch but whose answer is cut off.",
 )
 @_option(
+    "--error-after-create-rate",
+    default=0.0,
+    type=float,
+    help="Share of creates that make the batch, then answer a status from --error-statuses.",
+)
+@_option(
     "--transient-404/--no-transient-404",
     default=False,
     help="Answer 404 to the first retrieve of each batch.",
@@ -96,6 +109,33 @@ def _option(flag: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
     type=int,
     help="Bytes of create body; more gets 413 request_too_large.",
 )
+@_option(
+    "--results-order",
+    default="shuffled",
+    type=click.Choice(defaults.RESULTS_ORDERS),
+    help="Order of result lines: shuffled (fixed by the batch id), request (request order) "
+    "or random (a fresh shuffle on every download, drawn from --seed).",
+)
+@_option(
+    "--results-base-url",
+    default="",
+    help="Make results_url absolute on this base (as the API's https://api.anthropic.com is); "
+    "the emulator still serves the path itself. Empty: results_url is the path alone.",
+)
+@_option(
+    "--expiry-seconds",
+    default=defaults.DEFAULT_EXPIRY_SECONDS,
+    type=float,
+    help="expires_at = created_at + this; requests not done by then end `expired` and the "
+    "batch ends at expires_at.",
+)
+@_option(
+    "--clock-offset-s",
+    default=0.0,
+    type=float,
+    help="Seconds the server's clock runs ahead of the host's (negative: behind); batch "
+    "timestamps, processing and the Date header follow it.",
+)
 def emulator(host: str, port: int, **flags: Any) -> None:
     """Serve a local emulator of Anthropic's Message Batches API.
 
@@ -103,9 +143,16 @@ def emulator(host: str, port: int, **flags: Any) -> None:
     "echo: " + the text of its last user message; the directives [[emulate:errored:TYPE]],
     [[emulate:errored-once:TYPE]], [[emulate:expired]] and [[emulate:expired-once]] in that
     text force an outcome. Admin endpoints (no key): GET /_emulator/stats,
-    GET /_emulator/calls, GET|POST /_emulator/config (JSON keys = flag names, plus the
-    one-shot lost_create_next, fail_next, truncate_results_next and unknown_results_next),
-    POST /_emulator/reset.
+    GET /_emulator/calls, GET|POST /_emulator/config (JSON keys = flag names, workspaces as
+    {"ws1": ["key1", "key2"]}), POST /_emulator/reset.
+
+    Config keys set only at runtime, cleared by a reset: lost_create_next (N creates whose
+    answer is cut off), fail_next (a list of {"endpoint", "status", "retry_after",
+    "after_create"}: "after_create": true on a create makes the batch, then answers the
+    status), truncate_results_next, unknown_results_next, stall_next_create (the next N
+    batches never end on their own, in_progress past expires_at until canceled) and
+    hidden_batches (ids that answer 404 to every key and are left out of list until taken
+    off it).
     """
     from batchline.emulator.app import serve
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 # The API's own limits (the defaults of --max-requests and --max-body-bytes).
 API_MAX_BATCH_REQUESTS = 100_000
@@ -16,6 +18,10 @@ DEFAULT_PROCESSING_SECONDS = 1.0
 DEFAULT_CANCELING_SECONDS = 0.2
 DEFAULT_ERROR_STATUSES = (500, 529)
 DEFAULT_SEED = 0
+# The API's processing window: requests not done this long after create end `expired`.
+DEFAULT_EXPIRY_SECONDS = 24 * 3600.0
+# How far the server's clock may be set from the host's (about 30 years either way).
+MAX_CLOCK_OFFSET_S = 1e9
 # Seconds a client is told to wait after an injected 429 unless the fault says otherwise.
 DEFAULT_INJECTED_RETRY_AFTER_S = 1.0
 
@@ -23,6 +29,9 @@ ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results")
 FAULT_ENDPOINTS = (*ENDPOINTS, "any")
 # "drop": close the connection before answering; "lost": do the work, then close it.
 CONNECTION_FAULTS = ("drop", "lost")
+# "shuffled": a shuffle fixed by the batch id; "request": request order; "random": a fresh
+# shuffle on every download.
+RESULTS_ORDERS = ("shuffled", "request", "random")
 
 
 class ConfigError(ValueError):
@@ -36,11 +45,15 @@ class FailNext:
     endpoint: str
     status: int | str  # an HTTP status, "drop" or "lost"
     retry_after_s: float | None = None
+    # A create that makes the batch and then answers `status` all the same.
+    after_create: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"endpoint": self.endpoint, "status": self.status}
         if self.retry_after_s is not None:
             out["retry_after"] = self.retry_after_s
+        if self.after_create:
+            out["after_create"] = True
         return out
 
 
@@ -49,6 +62,9 @@ class EmulatorConfig:
     """Everything that shapes the emulator's answers; JSON keys equal the flag names."""
 
     api_keys: list[str] = field(default_factory=list)
+    # Workspace name -> its keys. Empty: every accepted key is in the workspace "default";
+    # set: only the keys listed here are accepted, and each sees its workspace's batches only.
+    workspaces: dict[str, list[str]] = field(default_factory=dict)
     processing_seconds: float = DEFAULT_PROCESSING_SECONDS
     canceling_seconds: float = DEFAULT_CANCELING_SECONDS
     rpm_limit: int = 0
@@ -58,15 +74,27 @@ class EmulatorConfig:
     latency_ms: float = 0.0
     drop_rate: float = 0.0
     lost_create_rate: float = 0.0
+    error_after_create_rate: float = 0.0
     transient_404: bool = False
     seed: int = DEFAULT_SEED
     max_requests: int = API_MAX_BATCH_REQUESTS
     max_body_bytes: int = API_MAX_BATCH_BODY_BYTES
+    results_order: str = "shuffled"
+    # When set, an ended batch's results_url is this + its path: absolute, as the API's is.
+    results_base_url: str = ""
+    expiry_seconds: float = DEFAULT_EXPIRY_SECONDS
+    # The server's clock is the host's plus this: timestamps, lifecycle and the Date header.
+    clock_offset_s: float = 0.0
     lost_create_next: int = 0
     # The next N results downloads stop after half their lines (connection cut mid-stream).
     truncate_results_next: int = 0
     # The next N results downloads carry one extra line for a custom_id never submitted.
     unknown_results_next: int = 0
+    # The next N batches created never end on their own: they stay in_progress past
+    # expires_at until canceled.
+    stall_next_create: int = 0
+    # Batch ids answered 404 to every key and left out of list, until taken off this list.
+    hidden_batches: list[str] = field(default_factory=list)
     fail_next: list[FailNext] = field(default_factory=list)
 
     @classmethod
@@ -106,6 +134,20 @@ def _non_negative_float(raw: Any) -> float:
     value = _number(raw)
     if not value >= 0:
         raise ValueError(f"must be >= 0, got {raw!r}")
+    return value
+
+
+def _positive_float(raw: Any) -> float:
+    value = _number(raw)
+    if not value > 0 or math.isinf(value):
+        raise ValueError(f"must be > 0, got {raw!r}")
+    return value
+
+
+def _clock_offset(raw: Any) -> float:
+    value = _number(raw)
+    if not abs(value) <= MAX_CLOCK_OFFSET_S:
+        raise ValueError(f"must be between -{MAX_CLOCK_OFFSET_S:g} and {MAX_CLOCK_OFFSET_S:g}")
     return value
 
 
@@ -166,6 +208,65 @@ def _api_keys(raw: Any) -> list[str]:
     return keys
 
 
+def _batch_ids(raw: Any) -> list[str]:
+    ids = _items(raw)
+    if not all(isinstance(batch_id, str) and batch_id for batch_id in ids):
+        raise TypeError("batch ids must be non-empty strings")
+    return ids
+
+
+def _workspace_pairs(raw: str) -> dict[str, Any]:
+    """`ws1=key1,key2;ws2=key3` as a mapping of names to comma-separated keys."""
+    pairs: dict[str, Any] = {}
+    for part in raw.split(";"):
+        if not part.strip():
+            continue
+        name, equals, keys = part.partition("=")
+        if not equals:
+            raise ValueError(f"expected NAME=KEY1,KEY2 between semicolons, got {part.strip()!r}")
+        if name.strip() in pairs:
+            raise ValueError(f"workspace {name.strip()!r} is given twice")
+        pairs[name.strip()] = keys
+    return pairs
+
+
+def _workspaces(raw: Any) -> dict[str, list[str]]:
+    mapping = _workspace_pairs(raw) if isinstance(raw, str) else raw
+    if not isinstance(mapping, dict):
+        raise TypeError(f"expected an object of workspace names to key lists, got {raw!r}")
+    workspaces: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
+    for name, keys in mapping.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a workspace name is a non-empty string, got {name!r}")
+        workspaces[name] = _api_keys(keys)
+        for key in workspaces[name]:
+            # The error names the workspaces only: it must never show a key.
+            if owner.setdefault(key, name) != name:
+                raise ValueError(
+                    f"workspaces {owner[key]!r} and {name!r} share a key; "
+                    "a key belongs to one workspace"
+                )
+    return workspaces
+
+
+def _results_order(raw: Any) -> str:
+    if raw not in RESULTS_ORDERS:
+        raise ValueError(f"must be one of {RESULTS_ORDERS}, got {raw!r}")
+    return str(raw)
+
+
+def _base_url(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise TypeError(f"expected a URL string, got {raw!r}")
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"expected http(s)://HOST[:PORT][/PATH], got {raw!r}")
+    return raw.rstrip("/")
+
+
 def _http_status(raw: Any) -> int:
     status = _integer(raw)
     if not 400 <= status <= 599:
@@ -187,7 +288,7 @@ def _fail_next(raw: Any) -> list[FailNext]:
     for item in raw:
         if not isinstance(item, dict):
             raise TypeError(f"a fault is an object, got {item!r}")
-        unknown = set(item) - {"endpoint", "status", "retry_after"}
+        unknown = set(item) - {"endpoint", "status", "retry_after", "after_create"}
         if unknown:
             raise ValueError(f"unknown fault keys {sorted(unknown)}")
         endpoint = item.get("endpoint", "any")
@@ -196,12 +297,16 @@ def _fail_next(raw: Any) -> list[FailNext]:
         status = item.get("status")
         if status not in CONNECTION_FAULTS:
             status = _http_status(status)
+        after_create = _boolean(item.get("after_create", False))
+        if after_create and (endpoint != "create" or isinstance(status, str)):
+            raise ValueError("after_create needs endpoint 'create' and an HTTP status")
         retry_after = item.get("retry_after")
         faults.append(
             FailNext(
                 endpoint=endpoint,
                 status=status,
                 retry_after_s=None if retry_after is None else _non_negative_float(retry_after),
+                after_create=after_create,
             )
         )
     return faults
@@ -209,6 +314,7 @@ def _fail_next(raw: Any) -> list[FailNext]:
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "api_keys": _api_keys,
+    "workspaces": _workspaces,
     "processing_seconds": _non_negative_float,
     "canceling_seconds": _non_negative_float,
     "rpm_limit": _non_negative_int,
@@ -218,12 +324,19 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "latency_ms": _non_negative_float,
     "drop_rate": _rate,
     "lost_create_rate": _rate,
+    "error_after_create_rate": _rate,
     "transient_404": _boolean,
     "seed": _integer,
     "max_requests": _positive_int,
     "max_body_bytes": _positive_int,
+    "results_order": _results_order,
+    "results_base_url": _base_url,
+    "expiry_seconds": _positive_float,
+    "clock_offset_s": _clock_offset,
     "lost_create_next": _non_negative_int,
     "truncate_results_next": _non_negative_int,
     "unknown_results_next": _non_negative_int,
+    "stall_next_create": _non_negative_int,
+    "hidden_batches": _batch_ids,
     "fail_next": _fail_next,
 }

@@ -7,8 +7,9 @@ from aiohttp import web
 from batchline.emulator.batches import ENDED, IN_PROGRESS, Batch, custom_ids_digest
 from batchline.emulator.intake import evaluate_requests, gc_paused, parse_requests, read_body
 from batchline.emulator.outcomes import Evaluator, strict_sampling
+from batchline.emulator.pipeline import caller_of, workspace_of_call
 from batchline.emulator.ratelimit import retry_after_header
-from batchline.emulator.results import LINES_PER_CHUNK, result_chunks
+from batchline.emulator.results import LINES_PER_CHUNK, line_order, result_chunks
 from batchline.emulator.state import EmulatorState
 from batchline.emulator.wire import ApiError, json_response
 
@@ -22,12 +23,21 @@ MAX_LIST_LIMIT = 1000
 RESULTS_CONTENT_TYPE = "application/x-jsonl"
 
 
+def _not_found(batch_id: str) -> ApiError:
+    return ApiError(404, f"message batch {batch_id!r} not found")
+
+
 def _batch(request: web.Request, state: EmulatorState) -> Batch:
+    """The batch named in the path; another workspace's or a hidden one is unknown too."""
     batch_id = request.match_info["batch_id"]
     batch = state.store.get(batch_id)
-    if batch is None:
-        raise ApiError(404, f"message batch {batch_id!r} not found")
+    if batch is None or not state.visible(batch, workspace_of_call(request)):
+        raise _not_found(batch_id)
     return batch
+
+
+def _batch_json(state: EmulatorState, batch: Batch, now: float) -> web.Response:
+    return json_response(batch.to_json(now, state.config.results_base_url))
 
 
 async def create(request: web.Request, state: EmulatorState) -> web.StreamResponse:
@@ -62,27 +72,35 @@ async def create(request: web.Request, state: EmulatorState) -> web.StreamRespon
     del requests
     evaluator.commit()
     now = state.clock()
+    caller = caller_of(request)
+    stalled = config.stall_next_create > 0
+    if stalled:
+        config.stall_next_create -= 1
     batch = Batch(
         state.ids.new(),
         records,
         created_at=now,
         processing_s=config.processing_seconds,
         digest=custom_ids_digest(records),
+        expiry_s=config.expiry_seconds,
+        key_id=caller.key_id or "",
+        workspace=workspace_of_call(request),
+        stalled=stalled,
     )
     state.store.add(batch)
-    state.stats.batches_created += 1
-    state.stats.requests_received += len(records)
-    return json_response(batch.to_json(now))
+    state.stats.record_batch(batch.key_id, len(records))
+    return _batch_json(state, batch, now)
 
 
 async def retrieve(request: web.Request, state: EmulatorState) -> web.StreamResponse:
     batch = _batch(request, state)
+    batch.retrieves += 1
     first_look = not batch.retrieved
     batch.retrieved = True
     if first_look and state.config.transient_404:
         state.stats.record_fault("transient_404")
-        raise ApiError(404, f"message batch {batch.id!r} not found")
-    return json_response(batch.to_json(state.clock()))
+        raise _not_found(batch.id)
+    return _batch_json(state, batch, state.clock())
 
 
 def _list_limit(raw: str | None) -> int:
@@ -104,11 +122,18 @@ async def list_batches(request: web.Request, state: EmulatorState) -> web.Stream
     before_id = query.get("before_id") or None
     if after_id and before_id:
         raise ApiError(400, "after_id and before_id cannot be used together")
-    batches, has_more = state.store.page(limit=limit, after_id=after_id, before_id=before_id)
+    batches, has_more = state.store.page(
+        limit=limit,
+        after_id=after_id,
+        before_id=before_id,
+        workspace=workspace_of_call(request),
+        hidden=set(state.config.hidden_batches),
+    )
     now = state.clock()
+    base_url = state.config.results_base_url
     return json_response(
         {
-            "data": [batch.to_json(now) for batch in batches],
+            "data": [batch.to_json(now, base_url) for batch in batches],
             "has_more": has_more,
             "first_id": batches[0].id if batches else None,
             "last_id": batches[-1].id if batches else None,
@@ -118,13 +143,14 @@ async def list_batches(request: web.Request, state: EmulatorState) -> web.Stream
 
 async def cancel(request: web.Request, state: EmulatorState) -> web.StreamResponse:
     batch = _batch(request, state)
+    batch.cancel_requested = True
     now = state.clock()
     status = batch.status(now)
     if status == ENDED:
         raise ApiError(400, f"message batch {batch.id!r} has already ended and cannot be canceled")
     if status == IN_PROGRESS:
         batch.cancel(now, state.config.canceling_seconds)
-    return json_response(batch.to_json(now))
+    return _batch_json(state, batch, now)
 
 
 async def delete(request: web.Request, state: EmulatorState) -> web.StreamResponse:
@@ -152,15 +178,17 @@ async def results(request: web.Request, state: EmulatorState) -> web.StreamRespo
     unknown = config.unknown_results_next > 0
     if unknown:
         config.unknown_results_next -= 1
+    order = line_order(batch, config.results_order, config.seed, state.next_download())
     response = web.StreamResponse(status=200)
     response.content_type = RESULTS_CONTENT_TYPE
     await response.prepare(request)
+    batch.results_downloads += 1
     try:
         if unknown:
             state.stats.record_fault("unknown_results_next")
             await response.write(UNKNOWN_RESULT_LINE)
         lines_per_chunk = max(1, batch.request_count // 2) if truncate else LINES_PER_CHUNK
-        for chunk in result_chunks(batch, lines_per_chunk):
+        for chunk in result_chunks(batch, lines_per_chunk, order):
             await response.write(chunk)
             if truncate:  # cut the stream after the first half of the lines
                 state.stats.record_fault("truncate_results_next")

@@ -12,15 +12,19 @@ from batchline.emulator.config import DEFAULT_INJECTED_RETRY_AFTER_S, EmulatorCo
 class Fault:
     """What to do to one call instead of (or, for "lost", after) answering it."""
 
-    kind: str  # "status", "drop" or "lost"
-    source: str  # "fail_next", "lost_create_next", "error_rate", "drop_rate", "lost_create_rate"
+    # "status", "drop", "lost", or "after_create" (make the batch, then answer `status`)
+    kind: str
+    # "fail_next", "fail_next_after_create", "lost_create_next", "error_rate", "drop_rate",
+    # "lost_create_rate" or "error_after_create_rate"
+    source: str
     status: int = 0
     retry_after_s: float | None = None
 
 
 class FaultInjector:
     """Picks the fault, if any, for each batch-endpoint call, in a fixed order:
-    fail_next entries, then lost_create_next, then the random rates."""
+    fail_next entries, then lost_create_next, then the random rates. A rate left at 0 draws
+    nothing from the generator, so adding one does not change the others' sequence."""
 
     def __init__(self, config: EmulatorConfig) -> None:
         self._config = config
@@ -39,6 +43,9 @@ class FaultInjector:
                 retry_after = entry.retry_after_s
                 if retry_after is None and entry.status == 429:
                     retry_after = DEFAULT_INJECTED_RETRY_AFTER_S
+                if entry.after_create:
+                    source = "fail_next_after_create"
+                    return Fault("after_create", source, entry.status, retry_after)
                 return Fault("status", "fail_next", entry.status, retry_after)
         if endpoint == "create" and config.lost_create_next > 0:
             config.lost_create_next -= 1
@@ -46,10 +53,17 @@ class FaultInjector:
         if config.drop_rate and self._rng.random() < config.drop_rate:
             return Fault(kind="drop", source="drop_rate")
         if config.error_rate and self._rng.random() < config.error_rate:
-            status = self._rng.choice(config.error_statuses)
-            retry_after = DEFAULT_INJECTED_RETRY_AFTER_S if status == 429 else None
-            return Fault("status", "error_rate", status, retry_after)
+            return self._random_status("status", "error_rate")
         lost_rate = config.lost_create_rate if endpoint == "create" else 0.0
         if lost_rate and self._rng.random() < lost_rate:
             return Fault(kind="lost", source="lost_create_rate")
+        after_rate = config.error_after_create_rate if endpoint == "create" else 0.0
+        if after_rate and self._rng.random() < after_rate:
+            return self._random_status("after_create", "error_after_create_rate")
         return None
+
+    def _random_status(self, kind: str, source: str) -> Fault:
+        """A status drawn from --error-statuses; a 429 tells the client to wait a second."""
+        status = self._rng.choice(self._config.error_statuses)
+        retry_after = DEFAULT_INJECTED_RETRY_AFTER_S if status == 429 else None
+        return Fault(kind, source, status, retry_after)

@@ -7,14 +7,17 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from batchline.emulator.callers import Caller, identify, refusal
+from batchline.emulator.faults import Fault
 from batchline.emulator.intake import drain
 from batchline.emulator.ratelimit import retry_after_header
 from batchline.emulator.state import STATE, EmulatorState
 from batchline.emulator.stats import DROPPED
-from batchline.emulator.wire import ApiError, error_response, new_request_id
+from batchline.emulator.wire import ApiError, error_response, http_date, new_request_id
 
 REQUEST_ID = "batchline_emulator_request_id"
 ENDPOINT = "batchline_emulator_endpoint"
+CALLER = "batchline_emulator_caller"
 
 Handler = Callable[[web.Request, EmulatorState], Awaitable[web.StreamResponse]]
 AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -31,21 +34,18 @@ def request_id_of(request: web.Request) -> str:
     return str(request_id)
 
 
-def api_key_problem(request: web.Request, accepted: list[str]) -> str | None:
-    """Why the call is not authenticated, or None. Both header styles are accepted."""
-    offered = []
-    api_key = request.headers.get("x-api-key")
-    if api_key:
-        offered.append(api_key)
-    authorization = request.headers.get("authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        offered.append(token.strip())
-    if not offered:
-        return "x-api-key header or Authorization: Bearer token is required"
-    if accepted and not any(key in accepted for key in offered):
-        return "invalid x-api-key"
-    return None
+def caller_of(request: web.Request) -> Caller:
+    """Who made this call (set once its key has been checked)."""
+    caller = request[CALLER]
+    assert isinstance(caller, Caller)
+    return caller
+
+
+def workspace_of_call(request: web.Request) -> str:
+    """The workspace of an accepted call: a handler only runs for those."""
+    workspace = caller_of(request).workspace
+    assert workspace is not None
+    return workspace
 
 
 def batch_endpoint(endpoint: str, handler: Handler) -> AiohttpHandler:
@@ -54,7 +54,7 @@ def batch_endpoint(endpoint: str, handler: Handler) -> AiohttpHandler:
     async def serve(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
         request[ENDPOINT] = endpoint
-        arrived = state.clock()
+        arrived = state.host_clock()
         stats = state.stats  # a reset during the call must not lose its record
         status: int | str = DROPPED
         try:
@@ -66,9 +66,17 @@ def batch_endpoint(endpoint: str, handler: Handler) -> AiohttpHandler:
                 request.transport.abort()
             raise asyncio.CancelledError from None
         finally:
-            stats.record_call(arrived, endpoint, status)
+            caller = request.get(CALLER)
+            stats.record_call(arrived, endpoint, status, caller.key_id if caller else None)
 
     return serve
+
+
+def _fault_error(fault: Fault) -> ApiError:
+    headers = {}
+    if fault.retry_after_s is not None:
+        headers["retry-after"] = retry_after_header(fault.retry_after_s)
+    return ApiError(fault.status, f"Emulated HTTP {fault.status} ({fault.source})", headers=headers)
 
 
 async def _checked(
@@ -78,11 +86,13 @@ async def _checked(
     if config.latency_ms:
         await asyncio.sleep(config.latency_ms / 1000)
     try:
-        problem = api_key_problem(request, config.api_keys)
+        caller = request[CALLER] = identify(request.headers, config)
+        problem = refusal(caller)
         if problem is not None:
             raise ApiError(401, problem)
         if config.rpm_limit:
-            wait_s = state.limiter.try_acquire(config.rpm_limit, state.clock())
+            # The host's clock: a change of --clock-offset-s must not move the window.
+            wait_s = state.limiter.try_acquire(config.rpm_limit, state.host_clock())
             if wait_s is not None:
                 state.stats.rate_limited += 1
                 raise ApiError(
@@ -95,32 +105,34 @@ async def _checked(
         if fault is not None:
             state.stats.record_fault(fault.source)
             if fault.kind == "status":
-                headers = {}
-                if fault.retry_after_s is not None:
-                    headers["retry-after"] = retry_after_header(fault.retry_after_s)
-                raise ApiError(
-                    fault.status, f"Emulated HTTP {fault.status} ({fault.source})", headers=headers
-                )
+                raise _fault_error(fault)
             if fault.kind == "drop" or endpoint == "results":
                 await drain(request)
                 raise ConnectionDropped
         response = await handler(request, state)
-        if fault is not None:  # "lost": the work is done, the answer never arrives
-            raise ConnectionDropped
-        return response
+        if fault is None:
+            return response
+        if fault.kind == "after_create":  # the batch is made; the client is told it failed
+            raise _fault_error(fault)
+        raise ConnectionDropped  # "lost": the work is done, the answer never arrives
     except ApiError as error:
         await drain(request)
         return error_response(error, request_id_of(request))
 
 
 async def add_common_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """request-id on every answer; the rate-limit headers on batch endpoints when a limit is on."""
+    """request-id and the server clock's Date on every answer; the rate-limit headers on
+    batch endpoints when a limit is on."""
+    state = request.app[STATE]
     response.headers["request-id"] = request_id_of(request)
+    # aiohttp writes Date from the host's clock unless one is set already.
+    response.headers["Date"] = http_date(state.clock())
     if request.get(ENDPOINT) is None:
         return
-    state = request.app[STATE]
-    if state.config.rpm_limit:
-        response.headers.update(state.limiter.headers(state.config.rpm_limit, state.clock()))
+    limit = state.config.rpm_limit
+    if limit:
+        offset_s = state.config.clock_offset_s
+        response.headers.update(state.limiter.headers(limit, state.host_clock(), offset_s))
 
 
 @web.middleware

@@ -30,14 +30,15 @@ class RateLimiter:
         self._admitted.append(now)
         return None
 
-    def headers(self, limit: int, now: float) -> dict[str, str]:
-        """The anthropic-ratelimit-requests-* headers as of now."""
+    def headers(self, limit: int, now: float, clock_offset_s: float = 0.0) -> dict[str, str]:
+        """The anthropic-ratelimit-requests-* headers as of now; the reset time is written
+        on the server's clock, clock_offset_s from the one the window runs on."""
         self._expire(now)
         full_at = self._admitted[-1] + self.window_s if self._admitted else now
         return {
             "anthropic-ratelimit-requests-limit": str(limit),
             "anthropic-ratelimit-requests-remaining": str(max(0, limit - len(self._admitted))),
-            "anthropic-ratelimit-requests-reset": rfc3339(full_at),
+            "anthropic-ratelimit-requests-reset": rfc3339(full_at + clock_offset_s),
         }
 
     def reset(self) -> None:

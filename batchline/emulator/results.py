@@ -15,6 +15,7 @@ from batchline.emulator.wire import derived_id
 LINES_PER_CHUNK = 2000
 _CANCELED = {"type": "canceled"}
 _EXPIRED = {"type": "expired"}
+_CUT_SHORT = {"canceled": _CANCELED, "expired": _EXPIRED}
 
 
 def succeeded_message(batch_id: str, index: int, record: RequestRecord) -> dict[str, Any]:
@@ -41,9 +42,12 @@ def succeeded_message(batch_id: str, index: int, record: RequestRecord) -> dict[
     }
 
 
-def result_of(batch_id: str, index: int, record: RequestRecord, canceled: bool) -> dict[str, Any]:
-    if canceled:
-        return _CANCELED
+def result_of(
+    batch_id: str, index: int, record: RequestRecord, cut_short: str | None
+) -> dict[str, Any]:
+    """A request's result; cut_short ("canceled" or "expired") for one never processed."""
+    if cut_short is not None:
+        return _CUT_SHORT[cut_short]
     if record.outcome == ERRORED:
         return {
             "type": "errored",
@@ -58,24 +62,42 @@ def result_of(batch_id: str, index: int, record: RequestRecord, canceled: bool) 
     return {"type": "succeeded", "message": succeeded_message(batch_id, index, record)}
 
 
-def line_order(batch: Batch) -> list[int]:
-    """Not the request order (the API promises none): a shuffle fixed by the batch id."""
+def line_order(batch: Batch, mode: str = "shuffled", seed: int = 0, download: int = 0) -> list[int]:
+    """The order of a download's lines (the API promises none).
+
+    "shuffled": a shuffle fixed by the batch id; "request": the request order; "random": a
+    shuffle drawn from the seed and the process's download number, never the order of the
+    batch's previous random download (when it has two lines or more)."""
     order = list(range(batch.request_count))
-    random.Random(batch.id).shuffle(order)
+    if mode == "request":
+        return order
+    if mode != "random":
+        random.Random(batch.id).shuffle(order)
+        return order
+    random.Random(f"{seed}:{download}").shuffle(order)
+    fingerprint = hash(tuple(order))
+    if fingerprint == batch.last_random_order:
+        order = order[1:] + order[:1]
+        fingerprint = hash(tuple(order))
+    batch.last_random_order = fingerprint
     return order
 
 
-def result_chunks(batch: Batch, lines_per_chunk: int = LINES_PER_CHUNK) -> Iterator[bytes]:
-    """JSONL chunks of whole lines, each line ending in a newline, none blank."""
-    done = batch.done_before_cancel()
+def result_chunks(
+    batch: Batch, lines_per_chunk: int = LINES_PER_CHUNK, order: list[int] | None = None
+) -> Iterator[bytes]:
+    """JSONL chunks of whole lines in `order` (line_order's default when None), each line
+    ending in a newline, none blank."""
+    done = batch.done_count()
+    cut_short = batch.cut_short()
     records = batch.records
     dumps = orjson.dumps
     pending: list[bytes] = []
-    for index in line_order(batch):
+    for index in line_order(batch) if order is None else order:
         record = records[index]
         line = {
             "custom_id": record.custom_id,
-            "result": result_of(batch.id, index, record, index >= done),
+            "result": result_of(batch.id, index, record, cut_short if index >= done else None),
         }
         pending.append(dumps(line))
         if len(pending) >= lines_per_chunk:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from batchline.emulator.batches import BatchStore
+from batchline.emulator.batches import Batch, BatchStore
 from batchline.emulator.config import EmulatorConfig
 from batchline.emulator.faults import FaultInjector
 from batchline.emulator.ratelimit import RateLimiter
@@ -21,7 +21,8 @@ class EmulatorState:
     """Config, batches, counters and the registries that outlive a single batch."""
 
     config: EmulatorConfig
-    clock: Callable[[], float] = time.time
+    # The host's clock; the server's own (clock()) runs --clock-offset-s apart from it.
+    host_clock: Callable[[], float] = time.time
     store: BatchStore = field(default_factory=BatchStore)
     stats: Stats = field(default_factory=Stats)
     limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -30,13 +31,28 @@ class EmulatorState:
     once_seen: set[bytes] = field(default_factory=set)
     # Prompt prefixes marked with cache_control that have been "written" to the cache.
     cache_seen: set[bytes] = field(default_factory=set)
+    # Results downloads served, which seeds the "random" results order.
+    downloads: int = 0
     faults: FaultInjector = field(init=False)
 
     def __post_init__(self) -> None:
         self.faults = FaultInjector(self.config)
 
+    def clock(self) -> float:
+        """The server's clock: what batches' timestamps, their lifecycle and Date follow."""
+        return self.host_clock() + self.config.clock_offset_s
+
+    def visible(self, batch: Batch, workspace: str) -> bool:
+        """Whether a key of `workspace` can see the batch: the API answers 404 otherwise."""
+        return batch.workspace == workspace and batch.id not in self.config.hidden_batches
+
+    def next_download(self) -> int:
+        """The number of this results download since the start (or the last reset)."""
+        self.downloads += 1
+        return self.downloads - 1
+
     def reset(self) -> None:
-        """Forget batches, counters and one-shot faults; keep the configured flags."""
+        """Forget batches, counters, one-shot faults and hidden ids; keep the configured flags."""
         self.store = BatchStore()
         self.stats = Stats()
         self.limiter.reset()
@@ -46,6 +62,9 @@ class EmulatorState:
         self.config.lost_create_next = 0
         self.config.truncate_results_next = 0
         self.config.unknown_results_next = 0
+        self.config.stall_next_create = 0
+        self.config.hidden_batches = []
+        self.downloads = 0
         self.faults.reseed()
 
 

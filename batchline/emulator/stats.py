@@ -10,6 +10,22 @@ from batchline.emulator.config import ENDPOINTS
 DROPPED = "dropped"  # the status recorded for a call whose connection was cut
 
 
+class KeyStats:
+    """What one API key did, named by its key_id so that no key is ever shown."""
+
+    def __init__(self) -> None:
+        self.batches_created = 0
+        self.requests_received = 0
+        self.calls: Counter[str] = Counter({endpoint: 0 for endpoint in ENDPOINTS})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "batches_created": self.batches_created,
+            "requests_received": self.requests_received,
+            "calls": dict(self.calls),
+        }
+
+
 class Stats:
     """What the admin endpoints report; cleared by a reset."""
 
@@ -22,12 +38,32 @@ class Stats:
         self.queue_limited = 0
         self.faults_injected = 0
         self.faults_by_source: Counter[str] = Counter()
-        self.call_log: list[tuple[float, str, int | str]] = []
+        self.by_key: dict[str, KeyStats] = {}
+        # t is the host's clock, not the server's shifted one: comparable with the tests' own.
+        self.call_log: list[tuple[float, str, int | str, str | None]] = []
 
-    def record_call(self, t: float, endpoint: str, status: int | str) -> None:
+    def _key(self, key_id: str) -> KeyStats:
+        stats = self.by_key.get(key_id)
+        if stats is None:
+            stats = self.by_key[key_id] = KeyStats()
+        return stats
+
+    def record_call(
+        self, t: float, endpoint: str, status: int | str, key_id: str | None = None
+    ) -> None:
+        """One call; key_id is the key it was made with, refused ones included."""
         self.calls[endpoint] += 1
         self.responses_by_status[str(status)] += 1
-        self.call_log.append((t, endpoint, status))
+        self.call_log.append((t, endpoint, status, key_id))
+        if key_id is not None:
+            self._key(key_id).calls[endpoint] += 1
+
+    def record_batch(self, key_id: str, request_count: int) -> None:
+        self.batches_created += 1
+        self.requests_received += request_count
+        key = self._key(key_id)
+        key.batches_created += 1
+        key.requests_received += request_count
 
     def record_fault(self, source: str) -> None:
         self.faults_injected += 1
@@ -43,10 +79,11 @@ class Stats:
             "queue_limited": self.queue_limited,
             "faults_injected": self.faults_injected,
             "faults_by_source": dict(self.faults_by_source),
+            "by_key": {key_id: stats.to_json() for key_id, stats in self.by_key.items()},
         }
 
     def calls_json(self) -> list[dict[str, Any]]:
         return [
-            {"t": t, "endpoint": endpoint, "status": status}
-            for t, endpoint, status in self.call_log
+            {"t": t, "endpoint": endpoint, "status": status, "key_id": key_id}
+            for t, endpoint, status, key_id in self.call_log
         ]

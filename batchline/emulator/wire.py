@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from datetime import UTC, datetime
+from email.utils import formatdate
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from aiohttp import web
 _SORTABLE = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _ID_TIME_CHARS = 12  # 62**12 microseconds is about 100 million years
 _ID_RANDOM_CHARS = 10
+KEY_ID_CHARS = 12
 
 ERROR_TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -61,6 +63,16 @@ def error_type_for(status: int) -> str:
 def rfc3339(ts: float) -> str:
     """A Unix time as the API writes it: UTC, microseconds, `Z`."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def http_date(ts: float) -> str:
+    """A Unix time as an HTTP Date header (RFC 7231 IMF-fixdate)."""
+    return formatdate(ts, usegmt=True)
+
+
+def key_id(api_key: str) -> str:
+    """A short, stable name for an API key that does not reveal it: its SHA-256, cut short."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:KEY_ID_CHARS]
 
 
 def _encode(value: int, width: int) -> str:

@@ -8,7 +8,7 @@ import anthropic
 import httpx2
 import pytest
 
-from tests.emulator.conftest import admin, raw_http, req, sdk
+from tests.emulator.conftest import admin, raw_http, req, sdk, wait_ended
 from tests.support.procs import API_KEY
 
 STATUS_ERRORS = [
@@ -229,3 +229,83 @@ def test_truncated_and_unknown_results_faults(emulator_factory: Any) -> None:
         "unknown_results_next": 1,
         "truncate_results_next": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("status", "exception", "error_type"),
+    [
+        (500, anthropic.InternalServerError, "api_error"),
+        (504, anthropic.InternalServerError, "timeout_error"),
+        (529, anthropic.OverloadedError, "overloaded_error"),
+    ],
+)
+def test_a_5xx_after_create_leaves_the_batch_made(
+    client, emu, status: int, exception: type[anthropic.APIStatusError], error_type: str
+) -> None:
+    # Given the next create answers an error once its batch is made
+    fault = {"endpoint": "create", "status": status, "after_create": True}
+    assert admin(emu, "POST", "config", {"fail_next": [fault]})["fail_next"] == [fault]
+    # When a client without retries creates a batch, it is told the create failed
+    with pytest.raises(exception) as info:
+        client.messages.batches.create(requests=[req("a"), req("b")])
+    assert info.value.status_code == status
+    body = info.value.body
+    assert isinstance(body, dict) and body["error"]["type"] == error_type
+    assert info.value.response.headers["request-id"].startswith("req_")
+    # Yet the batch exists: counted, listed, and it runs to the end
+    stats = emu.stats()
+    assert (stats["batches_created"], stats["requests_received"]) == (1, 2)
+    assert stats["faults_by_source"] == {"fail_next_after_create": 1}
+    assert stats["responses_by_status"] == {str(status): 1}
+    listed = client.messages.batches.list().data
+    assert [batch.id for batch in listed] == [stats["batches"][0]["id"]]
+    assert wait_ended(client, listed[0].id).request_counts.succeeded == 2
+
+
+def test_a_5xx_after_create_retried_by_the_sdk_makes_two_batches(emu) -> None:
+    fault = {"endpoint": "create", "status": 500, "after_create": True}
+    admin(emu, "POST", "config", {"fail_next": [fault]})
+    with sdk(emu, max_retries=1) as client:
+        raw = client.messages.batches.with_raw_response.create(requests=[req("a")])
+        assert raw.retries_taken == 1
+        listed = [batch.id for batch in client.messages.batches.list()]
+    batches = emu.stats()["batches"]
+    assert listed == [raw.parse().id, batches[0]["id"]]
+    assert batches[0]["custom_ids_digest"] == batches[1]["custom_ids_digest"]
+
+
+def test_a_refused_create_makes_no_batch_even_with_an_after_create_fault(client, emu) -> None:
+    fault = {"endpoint": "create", "status": 500, "after_create": True}
+    admin(emu, "POST", "config", {"fail_next": [fault]})
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.batches.create(requests=[req("a"), req("a")])  # duplicate custom_id
+    assert emu.stats()["batches_created"] == 0
+
+
+def test_after_create_needs_a_create_and_a_status(emu) -> None:
+    for fault in (
+        {"endpoint": "list", "status": 500, "after_create": True},
+        {"endpoint": "any", "status": 500, "after_create": True},
+        {"endpoint": "create", "status": "drop", "after_create": True},
+        {"endpoint": "create", "status": 500, "after_create": "maybe"},
+    ):
+        response = raw_http(emu, "POST", "/_emulator/config", {"fail_next": [fault]})
+        assert response.status == 400, fault
+
+
+def test_error_after_create_rate(client, emu) -> None:
+    # Given every create answers an error from --error-statuses after making its batch
+    admin(
+        emu,
+        "POST",
+        "config",
+        {"error_after_create_rate": 1, "error_statuses": [529]},
+    )
+    for _ in range(2):
+        with pytest.raises(anthropic.OverloadedError):
+            client.messages.batches.create(requests=[req("a")])
+    # Then both batches were made, and other endpoints are untouched
+    assert len(client.messages.batches.list().data) == 2
+    stats = emu.stats()
+    assert stats["batches_created"] == 2
+    assert stats["faults_by_source"] == {"error_after_create_rate": 2}
