@@ -148,8 +148,9 @@ def emulator(host: str, port: int, **flags: Any) -> None:
 
     Config keys set only at runtime, cleared by a reset: lost_create_next (N creates whose
     answer is cut off), fail_next (a list of {"endpoint", "status", "retry_after",
-    "after_create"}: "after_create": true on a create makes the batch, then answers the
-    status), truncate_results_next, unknown_results_next, stall_next_create (the next N
+    "after_create", "key_id"}: "after_create": true on a create makes the batch, then answers
+    the status; "key_id" limits the fault to calls made with that key, as stats name keys),
+    truncate_results_next, unknown_results_next, stall_next_create (the next N
     batches never end on their own, in_progress past expires_at until canceled) and
     hidden_batches (ids that answer 404 to every key and are left out of list until taken
     off it).

@@ -47,6 +47,8 @@ class FailNext:
     retry_after_s: float | None = None
     # A create that makes the batch and then answers `status` all the same.
     after_create: bool = False
+    # Only a call made with this key (wire.key_id) takes the fault; any call when empty.
+    key_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"endpoint": self.endpoint, "status": self.status}
@@ -54,6 +56,8 @@ class FailNext:
             out["retry_after"] = self.retry_after_s
         if self.after_create:
             out["after_create"] = True
+        if self.key_id:
+            out["key_id"] = self.key_id
         return out
 
 
@@ -288,7 +292,7 @@ def _fail_next(raw: Any) -> list[FailNext]:
     for item in raw:
         if not isinstance(item, dict):
             raise TypeError(f"a fault is an object, got {item!r}")
-        unknown = set(item) - {"endpoint", "status", "retry_after", "after_create"}
+        unknown = set(item) - {"endpoint", "status", "retry_after", "after_create", "key_id"}
         if unknown:
             raise ValueError(f"unknown fault keys {sorted(unknown)}")
         endpoint = item.get("endpoint", "any")
@@ -301,12 +305,16 @@ def _fail_next(raw: Any) -> list[FailNext]:
         if after_create and (endpoint != "create" or isinstance(status, str)):
             raise ValueError("after_create needs endpoint 'create' and an HTTP status")
         retry_after = item.get("retry_after")
+        key = item.get("key_id", "")
+        if not isinstance(key, str):
+            raise TypeError(f"key_id must be a string, got {key!r}")
         faults.append(
             FailNext(
                 endpoint=endpoint,
                 status=status,
                 retry_after_s=None if retry_after is None else _non_negative_float(retry_after),
                 after_create=after_create,
+                key_id=key,
             )
         )
     return faults

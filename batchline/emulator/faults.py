@@ -33,10 +33,11 @@ class FaultInjector:
     def reseed(self) -> None:
         self._rng = random.Random(self._config.seed)
 
-    def pick(self, endpoint: str) -> Fault | None:
+    def pick(self, endpoint: str, key_id: str | None = None) -> Fault | None:
+        """The fault for a call to `endpoint` made with the key `key_id` (see wire.key_id)."""
         config = self._config
         for position, entry in enumerate(config.fail_next):
-            if entry.endpoint in (endpoint, "any"):
+            if entry.endpoint in (endpoint, "any") and entry.key_id in ("", key_id):
                 del config.fail_next[position]
                 if isinstance(entry.status, str):
                     return Fault(kind=entry.status, source="fail_next")

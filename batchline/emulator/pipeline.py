@@ -101,7 +101,7 @@ async def _checked(
                     f"({config.rpm_limit} requests per minute) for the Message Batches API",
                     headers={"retry-after": retry_after_header(wait_s, minimum_s=1)},
                 )
-        fault = state.faults.pick(endpoint)
+        fault = state.faults.pick(endpoint, caller.key_id)
         if fault is not None:
             state.stats.record_fault(fault.source)
             if fault.kind == "status":

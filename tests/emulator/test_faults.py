@@ -309,3 +309,21 @@ def test_error_after_create_rate(client, emu) -> None:
     stats = emu.stats()
     assert stats["batches_created"] == 2
     assert stats["faults_by_source"] == {"error_after_create_rate": 2}
+
+
+def test_a_fault_for_one_key_spares_every_other_key(client, emu) -> None:
+    # Given a lost answer meant for another key only
+    from batchline.emulator.wire import key_id
+
+    other = "sk-test-another-client-0000000000"
+    fault = {"endpoint": "create", "status": "lost", "key_id": key_id(other)}
+    admin(emu, "POST", "config", {"fail_next": [fault]})
+    # When this key creates, its answer arrives; the fault still waits for the other key
+    made = client.messages.batches.create(requests=[req("a")])
+    assert made.id.startswith("msgbatch_")
+    assert admin(emu, "GET", "config")["fail_next"] == [fault]
+    # Then the other key's create loses its answer (the batch is made all the same)
+    with pytest.raises(anthropic.APIConnectionError):
+        sdk(emu, api_key=other).messages.batches.create(requests=[req("b")])
+    assert admin(emu, "GET", "config")["fail_next"] == []
+    assert emu.stats()["batches_created"] == 2
