@@ -22,6 +22,8 @@ from .test_signing import SECRET
 DEFAULT = Policy()
 LOOPBACK = Policy(allow_loopback=True)
 PRIVATE = Policy(allow_private=True)
+BOTH = Policy(allow_loopback=True, allow_private=True)
+METADATA = "cloud metadata"
 
 
 @pytest.mark.parametrize(
@@ -76,6 +78,70 @@ def test_loopback_and_private_need_their_own_setting() -> None:
         assert refusal(address, both) is not None
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "fd00:ec2::254",  # AWS IMDS over IPv6
+        "fd00:ec2::23",  # AWS EKS Pod Identity agent over IPv6
+        "FD00:EC2:0::254",  # another spelling of the same
+        "fd20:ce::254",  # GCP, IPv6-only VMs
+        "168.63.129.16",  # Azure WireServer (a public address)
+        "100.100.100.200",  # Alibaba Cloud (shared address space)
+        "192.0.0.192",  # Oracle Cloud (Classic)
+        "fd00:c1::a9fe:a9fe",  # Oracle Cloud over IPv6
+        "fd00:a9fe:a9fe::1",  # Akamai (Linode) over IPv6
+        "fd00:42::42",  # Scaleway over IPv6
+        # IPv6 forms carrying a metadata IPv4 address
+        "::ffff:100.100.100.200",  # IPv4-mapped
+        "::ffff:168.63.129.16",
+        "64:ff9b::6464:64c8",  # NAT64 of 100.100.100.200
+        "64:ff9b::a83f:8110",  # NAT64 of 168.63.129.16
+        "64:ff9b::c000:c0",  # NAT64 of 192.0.0.192
+        "2002:6464:64c8::1",  # 6to4 of 100.100.100.200
+        "2002:a83f:8110::1",  # 6to4 of 168.63.129.16
+        "2001:0:4136:e378:8000:63bf:9b9b:9b37",  # Teredo, client 100.100.100.200
+        "::100.100.100.200",  # IPv4-compatible
+    ],
+)
+def test_cloud_metadata_is_refused_whatever_the_policy(address: str) -> None:
+    for policy in (DEFAULT, LOOPBACK, PRIVATE, BOTH):
+        assert refusal(address, policy) == METADATA, policy
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "169.254.169.254",  # AWS, GCP, Azure, Oracle, DigitalOcean, Hetzner, OpenStack...
+        "169.254.170.2",  # AWS ECS task credentials
+        "169.254.170.23",  # AWS EKS Pod Identity agent
+        "169.254.0.23",  # Tencent Cloud
+        "169.254.42.42",  # Scaleway
+        "fe80::a9fe:a9fe",  # OpenStack over IPv6
+        "::ffff:169.254.169.254",
+        "64:ff9b::a9fe:a9fe",
+        "2002:a9fe:a9fe::1",
+    ],
+)
+def test_link_local_metadata_stays_refused_as_link_local(address: str) -> None:
+    for policy in (DEFAULT, BOTH):
+        assert refusal(address, policy) == "link-local", policy
+
+
+def test_neighbours_of_metadata_addresses_keep_their_own_kind() -> None:
+    # The list names single services, not their neighbourhoods
+    assert refusal("168.63.129.17", BOTH) is None  # public
+    assert refusal("100.100.100.201", PRIVATE) is None  # shared address space
+    assert refusal("fd20:ce::253", PRIVATE) is None  # unique local
+    assert refusal("fd00:ec3::254", PRIVATE) is None
+
+
+@pytest.mark.parametrize("address", ["fec0::", "fec0::1", "feff:ffff::1"])
+def test_deprecated_site_local_is_private(address: str) -> None:
+    assert refusal(address, DEFAULT) == "private"
+    assert refusal(address, LOOPBACK) == "private"
+    assert refusal(address, PRIVATE) is None
+
+
 def test_a_host_is_refused_when_any_of_its_addresses_is(monkeypatch: Any) -> None:
     # Given a name that resolves to a public and a private address
     def fake(host: str, port: int, *a: Any, **kw: Any) -> list[Any]:
@@ -128,6 +194,11 @@ def test_a_job_webhook_is_checked_at_registration() -> None:
             check_job_webhook(url, Settings(**secret))
     check_job_webhook("http://127.0.0.1:9/hook", Settings(webhook_allow_loopback=True, **secret))
     check_job_webhook("http://10.0.0.1/hook", Settings(webhook_allow_private=True, **secret))
+    # Cloud metadata stays refused with both settings on
+    both = Settings(webhook_allow_loopback=True, webhook_allow_private=True, webhook_secret=SECRET)
+    for url in ("http://[fd00:ec2::254]/latest", "http://100.100.100.200/latest"):
+        with pytest.raises(JobRefused, match="cloud metadata"):
+            check_job_webhook(url, both)
     with pytest.raises(JobRefused, match="BATCHLINE_WEBHOOK_SECRET"):
         check_job_webhook("http://127.0.0.1:9/hook", Settings(webhook_allow_loopback=True))
 
