@@ -124,7 +124,16 @@ def main() -> None:
 @click.option("--model", help="Default model for lines that do not name one.")
 @click.option("--max-tokens", type=int, help="Default max_tokens.")
 @click.option("--system", help="Default system prompt.")
-@click.option("--job-id", help="Idempotency key: the same id again returns the existing job.")
+@click.option(
+    "--job-id",
+    help="Idempotency key (default: derived from FILE's content and the job's options).",
+)
+@click.option(
+    "--new",
+    "fresh",
+    is_flag=True,
+    help="Make a new job even if the same FILE and options were submitted before.",
+)
 @click.option("--max-attempts", type=int, help="Attempts per request for retryable errors.")
 @click.option("--accept-invalid", is_flag=True, help="Send the valid lines, reject the rest.")
 @click.option("--on-result", help="Celery task name called once per finished request.")
@@ -142,7 +151,7 @@ def main() -> None:
     type=float,
     default=300,
     show_default=True,
-    help="Seconds to wait for a worker to accept the job.",
+    help="Seconds to wait for a worker to accept the job (it may still run later).",
 )
 @user_errors
 def submit(
@@ -151,6 +160,7 @@ def submit(
     max_tokens: int | None,
     system: str | None,
     job_id: str | None,
+    fresh: bool,
     max_attempts: int | None,
     accept_invalid: bool,
     on_result: str | None,
@@ -164,7 +174,18 @@ def submit(
     as_json: bool,
     timeout_s: float,
 ) -> None:
-    """Submit a JSONL FILE of requests; the job id is the last line printed."""
+    """Submit a JSONL FILE of requests; the job id is the last line printed.
+
+    A submit is idempotent: without --job-id the job id is derived from FILE's content and
+    the options that define the job (defaults, attempts, hooks, metadata, webhook, budget,
+    cache; not --timeout, --wait or --json), so running the same submit again (after a
+    timeout, say) returns the existing job instead of running and paying for it twice.
+    That holds even for a completed job, until its data expires (BATCHLINE_RETENTION_S
+    after it ends). The same job id with different content is refused. --new makes a new
+    job, with a random id, every time.
+    """
+    if fresh and job_id:
+        raise click.UsageError("give --job-id or --new, not both")
     defaults = {
         k: v
         for k, v in (("model", model), ("max_tokens", max_tokens), ("system", system))
@@ -192,11 +213,13 @@ def submit(
         except orjson.JSONDecodeError as exc:
             raise click.ClickException(f"--metadata is not valid JSON: {exc}") from None
     client = _client()
-    result = client.submit(file, timeout_s=timeout_s, **options)
+    result = client.submit(file, timeout_s=timeout_s, fresh=fresh, **options)
     if not as_json:
         # Said before any wait, so whoever watches knows the job and what was refused.
         err = functools.partial(click.echo, err=True)
-        note = " (existing job)" if result.get("existing") else ""
+        note = ""
+        if result.get("existing"):
+            note = " (existing job)" if job_id else " (existing job: same content and options)"
         err(
             f"job {result['job_id']}: accepted {result['accepted']} request(s){note}; "
             f"rejected {len(result['rejected'])}"

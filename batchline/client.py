@@ -2,25 +2,51 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 
-from batchline.errors import BatchlineError, JobNotFound
+from batchline.errors import BatchlineError, JobConflict, JobNotFound, JobRefused
 from batchline.pipeline.status import status as job_status
 from batchline.settings import Settings, get_settings
-from batchline.sources import upload_key, upload_segments
+from batchline.sources import READ_BYTES, resolve_source, upload_key, upload_segments
 from batchline.store import FINAL_JOB_STATES, Store
 from batchline.wire import dumps
 
 UPLOAD_TTL_S = 86400
+
+# What each option of `batchline.submit_job` is when it is not given (tasks/submit.py): an
+# option given with this value names the same job as one left out. Every option that
+# defines the job is here; timeouts and how the answer is shown are not options.
+JOB_OPTION_DEFAULTS: dict[str, Any] = {
+    "defaults": {},
+    "on_result": None,
+    "on_complete": None,
+    "hook_queue": None,
+    "max_attempts": None,
+    "metadata": None,
+    "accept_invalid": False,
+    "webhook_url": None,
+    "result_events": False,
+    "max_cost_usd": None,
+    "cache": False,
+    "cache_scope": "global",
+}
+# Changing how ids are derived must not make a retried submit look like a new job to a
+# client of another version, so the scheme is named in every hash.
+JOB_ID_SCHEME = b"batchline-job-id/1"
+# Marks the digest of a source file this process cannot read: the id then comes from its path.
+PATH_DIGEST = "path:"
 
 
 def _shown(ref: dict[str, str], options: dict[str, Any]) -> str:
@@ -30,7 +56,72 @@ def _shown(ref: dict[str, str], options: dict[str, Any]) -> str:
 
 
 class NoWorker(BatchlineError):
-    """Raised when no worker answered a request in time."""
+    """Raised when no worker answered a request in time; job_id names a submit's job."""
+
+    def __init__(self, message: str, job_id: str | None = None):
+        super().__init__(message)
+        self.job_id = job_id
+
+
+def derive_job_id(content_sha256: str, options: Mapping[str, Any]) -> str:
+    """The job id of a submit that names none: the same content and options, the same id.
+
+    A retried submit (after a timeout, say) then finds the job the first one queued instead
+    of making and paying for a second. The hash covers the options that define the job;
+    one given as its default counts as left out, and dict keys are sorted.
+    """
+    chosen = {k: v for k, v in options.items() if k != "job_id" and v is not None}
+    canonical = orjson.dumps({**JOB_OPTION_DEFAULTS, **chosen}, option=orjson.OPT_SORT_KEYS)
+    sha = hashlib.sha256(JOB_ID_SCHEME)
+    for part in (content_sha256.encode(), canonical):
+        sha.update(b"\n" + part)
+    return f"job_{sha.hexdigest()[:32]}"
+
+
+def new_job_id() -> str:
+    """A random job id, of the form the workers give (for a submit that asks for a new job)."""
+    return f"job_{uuid.uuid4().hex[:20]}"
+
+
+def _file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(READ_BYTES):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _check_id_options(fresh: bool, options: Mapping[str, Any]) -> None:
+    if fresh and options.get("job_id"):
+        raise JobRefused("give a job_id or ask for a new job (fresh, --new), not both")
+
+
+def _still_queued(job_id: str, timeout_s: float, repeatable: bool) -> str:
+    """What a submit nobody answered means: the job may still come, and how to handle it."""
+    again = (
+        "running the same submit again will not create a second job"
+        if repeatable
+        else f"to try again without a second job, submit with --job-id {job_id}"
+    )
+    return (
+        f"no worker answered batchline.submit_job within {timeout_s:g}s, so job {job_id} "
+        "may still be queued: it will run when a worker comes up (is one running on the "
+        f"ingest queue? `batchline doctor`). `batchline status {job_id}` shows it once a "
+        f"worker has taken it, and `batchline cancel {job_id}` then cancels it; {again}"
+    )
+
+
+def _derived_conflict(digest: str) -> str:
+    """Why a derived job id can meet different content, and what to do about it."""
+    if digest.startswith(PATH_DIGEST):
+        why = "its id comes from the path (this process cannot read the file) and the file changed"
+    else:
+        why = (
+            "its id comes from the content and options, so either the workers' own defaults "
+            "(BATCHLINE_DEFAULT_MODEL, BATCHLINE_DEFAULT_MAX_TOKENS, BATCHLINE_MAX_ATTEMPTS) "
+            "changed since or the options' keys came in another order"
+        )
+    return f"{why}: submit with --new (fresh=True) for a new job"
 
 
 class Client:
@@ -48,53 +139,122 @@ class Client:
 
     def upload(self, lines: Iterable[bytes]) -> str:
         """Store JSONL lines in Redis (compressed) for a submit; returns the upload id."""
+        return self._upload(lines)[0]
+
+    def _upload(self, lines: Iterable[bytes]) -> tuple[str, str]:
+        """Upload the lines; returns the upload id and the sha256 of the bytes uploaded."""
         upload_id = uuid.uuid4().hex
         key = upload_key(self.settings.key_prefix, upload_id)
+        sha = hashlib.sha256()
+
+        def hashed() -> Iterator[bytes]:
+            for line in lines:
+                if not line.endswith(b"\n"):
+                    line += b"\n"
+                sha.update(line)
+                yield line
+
         pipe = self.r.pipeline(transaction=False)
         empty = True
-        for segment in upload_segments(lines):
+        for segment in upload_segments(hashed()):
             pipe.rpush(key, segment)
             empty = False
         if empty:  # an empty input is still an upload (the job is then refused as empty)
             pipe.rpush(key, zlib.compress(b""))
         pipe.expire(key, UPLOAD_TTL_S)
         pipe.execute()
-        return upload_id
+        return upload_id, sha.hexdigest()
 
     def submit(
         self,
         source: str | Path | Iterable[dict[str, Any]],
         *,
         timeout_s: float = 120,
+        fresh: bool = False,
         **options: Any,
     ) -> dict[str, Any]:
         """Submit a JSONL file (path) or request dicts; returns {job_id, accepted, rejected}.
 
         The requests travel through Redis, never inside the task message, so they do not
         show up in Flower.
+
+        Idempotent: without a job_id the id is derived from the content and the options
+        (derive_job_id), so the same submit again returns the existing job (`existing`
+        true), even a completed one until its data expires (retention_s after it ends),
+        instead of running and paying for it twice. fresh=True makes a new job with a random
+        id; an explicit job_id wins. The same id with different content raises JobConflict.
         """
+        _check_id_options(fresh, options)
         if isinstance(source, (str, Path)):
             with open(source, "rb") as f:
-                upload_id = self.upload(f)
+                upload_id, digest = self._upload(f)
         else:
-            upload_id = self.upload(dumps(obj) for obj in source)
-        return self._call(
-            "batchline.submit_job",
-            timeout_s,
-            kwargs={"upload": upload_id, **options},
-            kwargsrepr=_shown({"upload": upload_id}, options),
+            upload_id, digest = self._upload(dumps(obj) for obj in source)
+        key = upload_key(self.settings.key_prefix, upload_id)
+        # Once a worker has answered, nobody reads the upload again: a new job's ingest
+        # removed it, an existing job or a refusal left it. Without an answer the queued
+        # submit still needs it (and it expires with UPLOAD_TTL_S).
+        return self._submit(
+            {"upload": upload_id}, digest, fresh, timeout_s, options, lambda: self._drop(key)
         )
 
-    def submit_source(self, path: str, *, timeout_s: float = 120, **options: Any) -> dict[str, Any]:
-        """Submit a JSONL file by a path the workers can read (under BATCHLINE_SOURCE_DIR)."""
-        return self._call(
-            "batchline.submit_job",
-            timeout_s,
-            kwargs={"source": path, **options},
-            kwargsrepr=_shown({"source": path}, options),
-        )
+    def submit_source(
+        self, path: str, *, timeout_s: float = 120, fresh: bool = False, **options: Any
+    ) -> dict[str, Any]:
+        """Submit a JSONL file by a path the workers can read (under BATCHLINE_SOURCE_DIR).
 
-    def _call(self, name: str, timeout_s: float, **send: Any) -> dict[str, Any]:
+        Idempotent like submit. The id is derived from the file's content when this process
+        can read the file at that path too (under its own BATCHLINE_SOURCE_DIR), else from
+        the path: the same path with new content is then refused (JobConflict) until
+        fresh=True.
+        """
+        _check_id_options(fresh, options)
+        try:
+            digest = _file_sha256(resolve_source(path, self.settings.source_dir))
+        except (JobRefused, OSError):
+            digest = PATH_DIGEST + hashlib.sha256(path.encode()).hexdigest()
+        return self._submit({"source": path}, digest, fresh, timeout_s, options)
+
+    def _submit(
+        self,
+        ref: dict[str, str],
+        digest: str,
+        fresh: bool,
+        timeout_s: float,
+        options: dict[str, Any],
+        answered: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        given = options.get("job_id")
+        job_id = given or (new_job_id() if fresh else derive_job_id(digest, options))
+        options = {**options, "job_id": job_id}
+        try:
+            return self._call(
+                "batchline.submit_job",
+                timeout_s,
+                answered=answered,
+                kwargs={**ref, **options},
+                kwargsrepr=_shown(ref, options),
+            )
+        except NoWorker:
+            repeatable = bool(given) or not fresh
+            raise NoWorker(_still_queued(job_id, timeout_s, repeatable), job_id) from None
+        except JobConflict as exc:
+            if given or fresh:
+                raise
+            raise JobConflict(f"{exc}; {_derived_conflict(digest)}") from None
+
+    def _drop(self, key: str) -> None:
+        # Only tidying (the key expires anyway): never let it hide the submit's own answer.
+        with contextlib.suppress(redis.exceptions.RedisError):
+            self.r.delete(key)
+
+    def _call(
+        self,
+        name: str,
+        timeout_s: float,
+        answered: Callable[[], None] | None = None,
+        **send: Any,
+    ) -> dict[str, Any]:
         result = self.app.send_task(name, **send)
         try:
             value = result.get(timeout=timeout_s, propagate=False)
@@ -109,6 +269,8 @@ class Client:
         # Drop the result before raising: a traceback holding it would keep it (and its
         # backend subscription) alive well past this call.
         del result
+        if answered is not None:
+            answered()
         if failed:
             raise value
         return value
@@ -156,6 +318,15 @@ class Client:
     # --- control ---
 
     def cancel(self, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        """Cancel a job the workers know; JobNotFound (nothing canceled) for any other id.
+
+        A submit still queued for a worker is not a job yet: nothing stops it before a worker
+        takes it (it then runs), so cancel it once `status` finds it.
+        """
         if self.store.job_state(job_id) is None:
-            raise JobNotFound(f"no job {job_id!r}")
+            raise JobNotFound(
+                f"no job {job_id!r}, so nothing was canceled: the id is unknown, past its "
+                "retention, or its submit is still queued for a worker (it becomes a job, "
+                "which can then be canceled, once a worker takes it)"
+            )
         return self._call("batchline.cancel_job", timeout_s, args=(job_id,))
