@@ -113,8 +113,15 @@ def _option(flag: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
     "--results-order",
     default="shuffled",
     type=click.Choice(defaults.RESULTS_ORDERS),
-    help="Order of result lines: shuffled (fixed by the batch id), request (request order) "
-    "or random (a fresh shuffle on every download, drawn from --seed).",
+    help="Order of result lines: shuffled (fixed by the batch id), request (request order), "
+    "random (a fresh shuffle on every download, drawn from --seed) or blocks (the fixed "
+    "shuffle in blocks of --results-block-lines, the blocks in a fresh order every download).",
+)
+@_option(
+    "--results-block-lines",
+    default=1000,
+    type=int,
+    help="Lines per block of --results-order blocks.",
 )
 @_option(
     "--results-base-url",

@@ -31,7 +31,7 @@ FAULT_ENDPOINTS = (*ENDPOINTS, "any")
 CONNECTION_FAULTS = ("drop", "lost")
 # "shuffled": a shuffle fixed by the batch id; "request": request order; "random": a fresh
 # shuffle on every download.
-RESULTS_ORDERS = ("shuffled", "request", "random")
+RESULTS_ORDERS = ("shuffled", "request", "random", "blocks")
 
 
 class ConfigError(ValueError):
@@ -84,6 +84,8 @@ class EmulatorConfig:
     max_requests: int = API_MAX_BATCH_REQUESTS
     max_body_bytes: int = API_MAX_BATCH_BODY_BYTES
     results_order: str = "shuffled"
+    # Lines per block of --results-order blocks.
+    results_block_lines: int = 1000
     # When set, an ended batch's results_url is this + its path: absolute, as the API's is.
     results_base_url: str = ""
     expiry_seconds: float = DEFAULT_EXPIRY_SECONDS
@@ -338,6 +340,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_requests": _positive_int,
     "max_body_bytes": _positive_int,
     "results_order": _results_order,
+    "results_block_lines": _positive_int,
     "results_base_url": _base_url,
     "expiry_seconds": _positive_float,
     "clock_offset_s": _clock_offset,

@@ -178,7 +178,13 @@ async def results(request: web.Request, state: EmulatorState) -> web.StreamRespo
     unknown = config.unknown_results_next > 0
     if unknown:
         config.unknown_results_next -= 1
-    order = line_order(batch, config.results_order, config.seed, state.next_download())
+    order = line_order(
+        batch,
+        config.results_order,
+        config.seed,
+        state.next_download(),
+        config.results_block_lines,
+    )
     response = web.StreamResponse(status=200)
     response.content_type = RESULTS_CONTENT_TYPE
     await response.prepare(request)

@@ -62,18 +62,37 @@ def result_of(
     return {"type": "succeeded", "message": succeeded_message(batch_id, index, record)}
 
 
-def line_order(batch: Batch, mode: str = "shuffled", seed: int = 0, download: int = 0) -> list[int]:
+def block_order(blocks: int, seed: int, download: int) -> list[int]:
+    """The order of a batch's blocks in the process's `download`-th results download."""
+    order = list(range(blocks))
+    random.Random(f"{seed}:{download}:blocks").shuffle(order)
+    return order
+
+
+def line_order(
+    batch: Batch,
+    mode: str = "shuffled",
+    seed: int = 0,
+    download: int = 0,
+    block_lines: int = LINES_PER_CHUNK,
+) -> list[int]:
     """The order of a download's lines (the API promises none).
 
     "shuffled": a shuffle fixed by the batch id; "request": the request order; "random": a
     shuffle drawn from the seed and the process's download number, never the order of the
-    batch's previous random download (when it has two lines or more)."""
+    batch's previous random download (when it has two lines or more); "blocks": the fixed
+    shuffle cut into blocks of `block_lines`, the blocks in an order drawn per download
+    (block_order), as a store that keeps results in parts and serves them in any order."""
     order = list(range(batch.request_count))
     if mode == "request":
         return order
-    if mode != "random":
+    if mode not in ("random", "blocks"):
         random.Random(batch.id).shuffle(order)
         return order
+    if mode == "blocks":
+        random.Random(batch.id).shuffle(order)
+        blocks = [order[i : i + block_lines] for i in range(0, len(order), block_lines)]
+        return [i for b in block_order(len(blocks), seed, download) for i in blocks[b]]
     random.Random(f"{seed}:{download}").shuffle(order)
     fingerprint = hash(tuple(order))
     if fingerprint == batch.last_random_order:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import socket
 from itertools import pairwise
+from typing import Any
 
 import anthropic
 import orjson
 import pytest
 
-from tests.emulator.conftest import admin, raw_http, req, wait_ended
+from tests.emulator.conftest import admin, raw_http, req, sdk, wait_ended
 from tests.support.procs import API_KEY, Emulator
 
 LINES = 30
@@ -120,3 +121,34 @@ def test_results_base_url_is_validated(emu) -> None:
         assert response.status == 400, bad
     response = raw_http(emu, "POST", "/_emulator/config", {"results_order": "sorted"})
     assert response.status == 400
+
+
+def test_blocks_order_keeps_each_block_whole_and_moves_the_blocks_per_download(
+    emulator_factory: Any,
+) -> None:
+    from batchline.emulator.results import block_order
+
+    # Given results served in blocks of 4 lines, in a block order drawn per download
+    emu = emulator_factory(
+        "--processing-seconds", "0", "--results-order", "blocks", "--results-block-lines", "4"
+    )
+    client = sdk(emu)
+    made = client.messages.batches.create(requests=[req(f"r{i}") for i in range(12)])
+    wait_ended(client, made.id)
+    downloads = [[r.custom_id for r in client.messages.batches.results(made.id)] for _ in range(3)]
+    # Then every download has every line once, in the same three blocks of four
+    blocks = [frozenset(d[i : i + 4]) for d in downloads for i in range(0, 12, 4)]
+    assert all(sorted(d) == sorted(f"r{i}" for i in range(12)) for d in downloads)
+    assert len(set(blocks)) == 3
+    # And the blocks come in the order block_order draws for each download
+    orders = [block_order(3, 0, k) for k in range(3)]
+    assert len({tuple(o) for o in orders}) > 1  # the draws differ (seed 0)
+
+    def block(download: list[str], position: int) -> frozenset[str]:
+        return frozenset(download[4 * position : 4 * position + 4])
+
+    def base(b: int) -> frozenset[str]:  # base block b, found where download 0 put it
+        return block(downloads[0], orders[0].index(b))
+
+    for k, download in enumerate(downloads):
+        assert [block(download, i) for i in range(3)] == [base(b) for b in orders[k]]
