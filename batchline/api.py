@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -61,9 +62,18 @@ def _describe(exc: anthropic.APIStatusError) -> str:
     return f"HTTP {exc.status_code} {kind}: {msg}"
 
 
+# Answers to a create that say nothing of whether the batch was made: a 5xx or a gateway
+# timeout can come back after the API made it (so can a 408 or 409 from a proxy).
+UNKNOWN_CREATE_STATUSES = frozenset({408, 409})
+
+
 @contextmanager
 def translated(*, create: bool = False) -> Iterator[None]:
-    """Turn SDK exceptions into Batchline's retryable or permanent errors."""
+    """Turn SDK exceptions into Batchline's retryable or permanent errors.
+
+    For a create, every answer that does not prove the batch was refused (a 4xx other than
+    408 and 409) or made (a valid 200) becomes OutcomeUnknown: reconcile before creating again.
+    """
     try:
         yield
     except anthropic.APIStatusError as exc:
@@ -72,8 +82,10 @@ def translated(*, create: bool = False) -> Iterator[None]:
         should = exc.response.headers.get("x-should-retry")
         if should in ("true", "false"):
             retryable = should == "true"
-        if retryable:
-            raise RetryableApiError(
+        unknown = create and (status in UNKNOWN_CREATE_STATUSES or status >= 500)
+        if retryable or unknown:
+            cls = OutcomeUnknown if unknown else RetryableApiError
+            raise cls(
                 _describe(exc),
                 retry_after_s=retry_after_s(exc.response.headers),
                 status=status,
@@ -82,7 +94,10 @@ def translated(*, create: bool = False) -> Iterator[None]:
         if status == 404:
             raise BatchNotFound(_describe(exc), status=status, error_type=exc.type) from None
         raise PermanentApiError(_describe(exc), status=status, error_type=exc.type) from None
-    except anthropic.APIConnectionError as exc:
+    except anthropic.APIResponseValidationError as exc:  # a 200 whose body is not a batch
+        cls = OutcomeUnknown if create else RetryableApiError
+        raise cls(f"unreadable answer: {exc.message}", status=exc.status_code) from None
+    except anthropic.APIConnectionError as exc:  # timeouts included
         cls = OutcomeUnknown if create else RetryableApiError
         raise cls(f"connection failed: {exc.message}") from None
     except httpx2.TransportError as exc:  # while reading a streamed body, past the SDK
@@ -118,14 +133,19 @@ class StreamedBody:
 
 
 def create(client: anthropic.Anthropic, body: StreamedBody) -> MessageBatch:
-    """POST a batch whose body is streamed (never held whole in memory)."""
+    """POST a batch whose body is streamed (never held whole in memory).
+
+    Never retried by the SDK: a create carries no idempotency key, so a retry after a lost
+    answer makes a second batch. Batchline reconciles instead (pipeline/create.py).
+    """
     with translated(create=True):
         return client.post(
             BATCHES_PATH,
             cast_to=MessageBatch,
             content=body,
             options={
-                "headers": {"content-type": "application/json", "content-length": str(body.size)}
+                "headers": {"content-type": "application/json", "content-length": str(body.size)},
+                "max_retries": 0,
             },
         )
 
@@ -144,18 +164,54 @@ def list_page(
     client: anthropic.Anthropic, *, limit: int = 1000, after_id: str | None = None
 ) -> tuple[list[MessageBatch], str | None]:
     """One page of batches, newest first, and the cursor for the next page (None at the end)."""
+    data, nxt, _ = list_page_dated(client, limit=limit, after_id=after_id)
+    return data, nxt
+
+
+def list_page_dated(
+    client: anthropic.Anthropic, *, limit: int = 1000, after_id: str | None = None
+) -> tuple[list[MessageBatch], str | None, float | None]:
+    """One page of batches, the next cursor, and the API's clock from the answer's Date
+    header (whole seconds; None when absent)."""
     with translated():
-        page = client.messages.batches.list(limit=limit, after_id=after_id or anthropic.omit)
+        raw = client.messages.batches.with_raw_response.list(
+            limit=limit, after_id=after_id or anthropic.omit
+        )
+        page = raw.parse()
         data = list(page.data)
         nxt = page.last_id if page.has_more and data else None
-        return data, nxt
+        return data, nxt, _date(raw.headers.get("date"))
 
 
-def results_lines(client: anthropic.Anthropic, results_url: str) -> Iterator[bytes]:
-    """A batch's result lines as raw bytes; errors while streaming are translated too."""
+def _date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def results_path(batch_id: str, results_url: str | None = None) -> str:
+    """Where to read a batch's results through the client's own base URL.
+
+    The API answers an absolute results_url (https://api.anthropic.com/...); a deployment that
+    goes through a gateway or proxy sets ANTHROPIC_BASE_URL, so only the path is kept and
+    joined to the base URL, whatever host the URL names.
+    """
+    if results_url:
+        parts = urllib.parse.urlsplit(results_url)
+        path = parts.path or f"{BATCHES_PATH}/{batch_id}/results"
+        return f"{path}?{parts.query}" if parts.query else path
+    return f"{BATCHES_PATH}/{batch_id}/results"
+
+
+def results_lines(client: anthropic.Anthropic, path: str) -> Iterator[bytes]:
+    """A batch's result lines as raw bytes, from a path under the client's base URL (see
+    results_path); errors while streaming are translated too."""
     with translated():
         decoder = client.get(
-            results_url,
+            path,
             cast_to=RawLines[bytes],
             stream=True,
             options={"headers": {"accept": "application/binary"}},

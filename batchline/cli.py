@@ -13,7 +13,7 @@ import orjson
 import redis
 
 from batchline.cli_events import events, webhooks
-from batchline.cli_ops import doctor, metrics
+from batchline.cli_ops import doctor, metrics, unblock
 from batchline.emulator.cli import emulator
 from batchline.errors import BatchlineError
 from batchline.redaction import redact_url
@@ -395,3 +395,4 @@ main.add_command(events)
 main.add_command(webhooks)
 main.add_command(doctor)
 main.add_command(metrics)
+main.add_command(unblock)

@@ -86,17 +86,31 @@ def events(job_id: str, follow: bool, as_json: bool) -> None:
             show(event)
         return
     store = Store(r, settings)
-    quiet_after_end = 0
+    job_key = store.keys(job_id).job
+    # A finished job's final event is written just after its state changes, or by the next
+    # sweep if the worker that finished it died in between: wait that long at most.
+    patience_s = 2 * settings.sweep_interval_s + 5
+    ended_seen_at: float | None = None
     for maybe in ev.follow(r, keys, job_id):
         if maybe is not None:
             show(maybe)
             sys.stdout.flush()
-        elif store.job_state(job_id) in (*FINAL_JOB_STATES, None):
-            # The job ended, yet its final event has not come: give it one more quiet
-            # period (it is written just after the state changes), then stop.
-            quiet_after_end += 1
-            if quiet_after_end > 1:
-                return
+            continue
+        state = store.job_state(job_id)
+        if state is None:
+            return  # the job is past its retention
+        if state not in FINAL_JOB_STATES:
+            continue
+        if r.hexists(job_key, "final_event_id"):
+            return  # written, yet not in the stream: trimmed by age
+        ended_seen_at = ended_seen_at or time.monotonic()
+        if time.monotonic() - ended_seen_at > patience_s:
+            click.echo(
+                f"job {job_id} is {state}; its final event was not written "
+                "(is beat running the sweep? `batchline doctor`)",
+                err=True,
+            )
+            return
 
 
 @click.group()

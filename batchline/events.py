@@ -38,13 +38,20 @@ EMIT_MARK_MS = 300_000
 # How long "a dispatch task is queued" holds before another emit may queue one more.
 NUDGE_MS = 60_000
 
-# KEYS: fleet stream, job stream, emitted mark, dispatch-queued flag
+# KEYS: fleet stream, job stream, emitted mark, dispatch-queued flag[, job hash]
 # ARGV: event JSON, retention ms, job stream TTL s, webhook group, mark ms, nudge ms
+# [, event id]. With the job hash (a job's final event), the event is written only if the
+# job has none yet, and its id is recorded there in the same step: never lost (the sweep
+# writes it when missing), never written twice.
 # Returns {fleet entry id or false when already written, 1 when a dispatch should be sent}.
 EMIT = """
+if KEYS[5] and redis.call('HGET', KEYS[5], 'final_event_id') then
+  return {false, 0}
+end
 if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[5]) then
   return {false, 0}
 end
+if KEYS[5] then redis.call('HSET', KEYS[5], 'final_event_id', ARGV[7]) end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local minid = string.format('%d-0', now_ms - tonumber(ARGV[2]))
@@ -111,18 +118,25 @@ def new_event(job_id: str, type_: str, data: dict[str, Any]) -> Event:
 
 
 def emit(
-    r: redis.Redis, keys: EventKeys, event: Event, retention_s: int
+    r: redis.Redis,
+    keys: EventKeys,
+    event: Event,
+    retention_s: int,
+    final_of: str | None = None,
 ) -> tuple[str | None, bool]:
     """Append the event to both streams at once, trimming by age; (entry id, send dispatch).
 
-    The entry id is None when this event id was already written (a retried call).
+    `final_of`: the job hash key, for a job's final event (written once per job).
+    The entry id is None when this event id (or the job's final event) was already written.
     """
     job_id = event["data"]["job_id"]
     script = r.register_script(EMIT)
-    entry, nudge = script(
-        keys=[keys.fleet, keys.job(job_id), keys.emitted(event["id"]), keys.dispatch_queued],
-        args=[dumps(event), retention_s * 1000, retention_s, WEBHOOK_GROUP, EMIT_MARK_MS, NUDGE_MS],
-    )
+    stream_keys = [keys.fleet, keys.job(job_id), keys.emitted(event["id"]), keys.dispatch_queued]
+    args = [dumps(event), retention_s * 1000, retention_s, WEBHOOK_GROUP, EMIT_MARK_MS, NUDGE_MS]
+    if final_of is not None:
+        stream_keys.append(final_of)
+        args.append(event["id"])
+    entry, nudge = script(keys=stream_keys, args=args)
     if entry is None:
         return None, False
     return (entry.decode() if isinstance(entry, bytes) else str(entry)), bool(nudge)

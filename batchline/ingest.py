@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchline.chunking import ENVELOPE_BYTES, Chunker
+from batchline.chunking import ENVELOPE_BYTES, TAG_BYTES, Chunker, new_tag
 from batchline.errors import JobRefused, LineError
 from batchline.pricing import cost_nusd, estimate_cost_usd
 from batchline.sources import Item
@@ -126,10 +126,15 @@ class Ingest:
         # 3. Cut what must be sent into chunks.
         pipe = self.store.r.pipeline(transaction=False)
         for req in to_send:
-            self.chunker.add(len(req.wire))
+            size = len(req.wire) + TAG_BYTES  # as sent: the chunk's tag after the custom_id
+            self.chunker.add(size)
             number = self.chunker.number
+            if number not in self.chunk_sizes:
+                # Written before the chunk's first id, so a redelivered submit finds and
+                # removes every chunk a crashed ingest began (see Store.delete_job).
+                pipe.hset(self.keys.job, "ingest_chunks", number + 1)
             sizes = self.chunk_sizes.setdefault(number, [0, ENVELOPE_BYTES])
-            sizes[1] += len(req.wire) + (1 if sizes[0] else 0)
+            sizes[1] += size + (1 if sizes[0] else 0)
             sizes[0] += 1
             pipe.rpush(self.keys.chunk(number).ids, req.api_id)
             self.result.estimated_cost_usd += estimate_cost_usd(
@@ -200,6 +205,8 @@ class Ingest:
         now = self.store.now()
         pipe = self.store.r.pipeline(transaction=False)
         numbers = [n for n in sorted(self.chunk_sizes) if self.chunk_sizes[n][0] > 0]
+        tags = {n: new_tag() for n in numbers}
+        self.store.register_tags(pipe, {tags[n]: f"{self.job_id}:{n}" for n in numbers})
         for n in numbers:
             count, body = self.chunk_sizes[n]
             pipe.hset(
@@ -213,6 +220,7 @@ class Ingest:
                     "made_at": now,
                     "touched_at": now,
                     "kind": "first",
+                    "tag": tags[n],
                 },
             )
         if numbers:

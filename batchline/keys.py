@@ -81,6 +81,11 @@ class JobKeys:
         return f"{self.base}:leaders"
 
     @property
+    def duplicates(self) -> str:
+        """Set: second batches made for one of the job's chunks (each canceled, counted once)."""
+        return f"{self.base}:dupbatches"
+
+    @property
     def upload(self) -> str:
         """List: compressed JSONL segments uploaded by the client before submit."""
         return f"{self.base}:upload"
@@ -102,6 +107,7 @@ class JobKeys:
             self.hooks_sending,
             self.followers,
             self.leaders,
+            self.duplicates,
             self.upload,
             *(self.chunk(name).done for name in PSEUDO_CHUNKS),
         ]
@@ -138,8 +144,19 @@ class ChunkKeys:
         """List: api custom_ids of this batch to send again."""
         return f"{self.base}:retry"
 
+    @property
+    def suspects(self) -> str:
+        """Set: batch ids that may be this chunk's (found in `list` after a create whose
+        answer was lost), each waiting to be shown ours or not by its results."""
+        return f"{self.base}:suspects"
+
+    @property
+    def foreign(self) -> str:
+        """Set: batch ids whose results showed they are not this chunk's."""
+        return f"{self.base}:foreign"
+
     def all(self) -> list[str]:
-        return [self.meta, self.ids, self.raw, self.done, self.retry]
+        return [self.meta, self.ids, self.raw, self.done, self.retry, self.suspects, self.foreign]
 
 
 @dataclass(frozen=True)
@@ -188,21 +205,21 @@ class FleetKeys:
         """String: when the sweeper last ran (doctor and metrics tell whether beat runs)."""
         return f"{self.prefix}:sweep:last_at"
 
-    @property
-    def dup_checks(self) -> str:
-        """Sorted set: chunk refs whose uncertain create needs a duplicate check, by due time."""
-        return f"{self.prefix}:dupcheck"
-
     def claimed(self, batch_id: str) -> str:
-        """String: which chunk owns an Anthropic batch id."""
+        """String: the chunk an Anthropic batch id is shown to belong to ("dup:" + the chunk
+        for a second batch of one chunk, canceled)."""
         return f"{self.prefix}:claim:{batch_id}"
+
+    def tag(self, tag: str) -> str:
+        """String: the chunk ("job:n") whose requests carry this tag at the API."""
+        return f"{self.prefix}:tag:{tag}"
+
+    def not_ours(self, batch_id: str) -> str:
+        """String: a batch whose results showed it is none of Batchline's (never read again)."""
+        return f"{self.prefix}:notours:{batch_id}"
 
     def lease(self, name: str) -> str:
         return f"{self.prefix}:lease:{name}"
-
-    def create_slot(self, requests: int) -> str:
-        """String: the chunk whose create of a batch of this many requests is unsettled."""
-        return f"{self.prefix}:createslot:{requests}"
 
     def result_cache(self, scope: str, params_key: str) -> str:
         return f"{self.prefix}:cache:{scope}:{params_key}"

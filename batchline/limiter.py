@@ -37,9 +37,11 @@ class Limiter:
         self.store.scripts.pause(keys=[self.fleet.pause], args=[max(1, int(seconds * 1000))])
 
     def enqueue(self, refs: list[str]) -> None:
-        """Put chunks in line for the processing queue, in the order given."""
-        if refs:
-            self.store.r.rpush(self.fleet.admission, *refs)
+        """Put chunks in line for the processing queue, in the order given (each once)."""
+        for start in range(0, len(refs), 1000):
+            self.store.scripts.enqueue(
+                keys=[self.fleet.admission, self.fleet.in_flight], args=refs[start : start + 1000]
+            )
 
     def admit(self, ref: str, requests: int) -> bool:
         """True when the chunk may be created now: first in line and under the queue cap."""

@@ -37,6 +37,86 @@ end
 return 1
 """
 
+# A create's intent: a pending chunk moves to `creating` with its call live, stamped with
+# Redis's clock (the window a lost answer is looked for in is measured on one clock, whatever
+# the clocks of the workers). KEYS: chunk meta. Returns the time, or '' when not pending.
+BEGIN_CREATE = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return '' end
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.format('%06d', t[2])
+redis.call('HSET', KEYS[1], 'state', 'creating', 'call', 'live', 'sent_at', now,
+  'last_intent_at', now, 'touched_at', now, 'waiting', '', 'ended_at', '', 'verify_step', 0)
+if not redis.call('HGET', KEYS[1], 'intent_at') then
+  redis.call('HSET', KEYS[1], 'intent_at', now)
+end
+redis.call('HINCRBY', KEYS[1], 'create_attempts', 1)
+return now
+"""
+
+# A create's outcome became unknown (or its worker stopped): the call ended now, by Redis's
+# clock, unless an earlier run already said so. KEYS: chunk meta. ARGV: why.
+# Returns the call's end time, or '' when the chunk is not creating.
+CREATE_UNKNOWN = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'creating' then return '' end
+if redis.call('HGET', KEYS[1], 'call') == 'unknown' then
+  return redis.call('HGET', KEYS[1], 'ended_at')
+end
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.format('%06d', t[2])
+redis.call('HSET', KEYS[1], 'call', 'unknown', 'ended_at', now, 'create_error', ARGV[1],
+  'touched_at', now)
+return now
+"""
+
+# No batch was made (a 429, or reconciliation found none): back to `pending`, to be created
+# again. KEYS: chunk meta, suspects set. Returns 1, or 0 when the chunk was not creating.
+CREATE_REFUSED = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'creating' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'pending', 'call', '')
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# A batch shown to be a chunk's (its create answered, or its results carry the chunk's tag).
+# KEYS: chunk meta, claim key, job, the job's duplicates set, chunk suspects.
+# ARGV: batch id, chunk ref, claim ttl, then field/value pairs for the adopted chunk.
+# Returns 'adopted', 'same' (already this chunk's batch), 'duplicate' (the chunk has another
+# batch: this one is claimed as a duplicate and counted once), 'duplicate_known', or the
+# owner's ref when another chunk has shown the batch to be its own.
+ADOPT = """
+local owner = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[2] and string.sub(owner, 1, 4) ~= 'dup:' then return owner end
+local cur = redis.call('HGET', KEYS[1], 'batch_id')
+if cur == ARGV[1] then return 'same' end
+if redis.call('HGET', KEYS[1], 'state') == 'creating' and (not cur or cur == '') then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+  redis.call('HSET', KEYS[1], 'state', 'in_progress', 'batch_id', ARGV[1], 'call', '',
+    'waiting', '')
+  if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+  redis.call('DEL', KEYS[5])
+  return 'adopted'
+end
+redis.call('SET', KEYS[2], 'dup:' .. ARGV[2], 'EX', ARGV[3])
+if redis.call('SADD', KEYS[4], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[3], 'duplicates_canceled', 1)
+  return 'duplicate'
+end
+return 'duplicate_known'
+"""
+
+# A chunk refused as too large is closed as `split`; its halves (already written) join the
+# job's chunks. KEYS: old chunk meta, chunk list, job. ARGV: now, new chunk numbers...
+SPLIT = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'creating' then return 0 end
+local into = {}
+for i = 2, #ARGV do into[#into + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], 'state', 'split', 'call', '', 'touched_at', ARGV[1],
+  'split_into', table.concat(into, ','))
+redis.call('RPUSH', KEYS[2], unpack(into))
+redis.call('HINCRBY', KEYS[3], 'open_chunks', #into - 1)
+return 1
+"""
+
 # Record results, each at most once per chunk. KEYS: job, chunk meta, chunk done set,
 # chunk raw results, records, chunk retry list, hooks pending, last errors, requests,
 # fleet stats (the same counters summed over every job, for metrics).
@@ -122,7 +202,7 @@ return {1, open, redis.call('LLEN', KEYS[4])}
 
 # Take the first n ids of the pool into a new retry chunk, if the pool still starts with
 # them. KEYS: job, pool, chunk list, retries hash, new chunk meta, new chunk ids.
-# ARGV: n, first id, last id, chunk number, body bytes, now. Returns the attempt or 0.
+# ARGV: n, first id, last id, chunk number, body bytes, now, tag. Returns the attempt or 0.
 MAKE_RETRY_CHUNK = """
 local n = tonumber(ARGV[1])
 local head, tail = redis.call('LINDEX', KEYS[2], 0), redis.call('LINDEX', KEYS[2], n - 1)
@@ -137,17 +217,18 @@ for i = 1, n do
   if r + 1 > attempt then attempt = r + 1 end
 end
 redis.call('HSET', KEYS[5], 'state', 'pending', 'attempt', attempt, 'count', n, 'bytes', ARGV[5],
-  'processed', 0, 'made_at', ARGV[6], 'touched_at', ARGV[6], 'kind', 'retry')
+  'processed', 0, 'made_at', ARGV[6], 'touched_at', ARGV[6], 'kind', 'retry', 'tag', ARGV[7])
 redis.call('RPUSH', KEYS[3], ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'open_chunks', 1)
 redis.call('HINCRBY', KEYS[1], 'retried', n)
 return attempt
 """
 
-# Mark a job completed (or canceled) once nothing remains. KEYS: job, active jobs set,
-# hooks pending, fleet stats, hooks sending. ARGV: now, job id, 1 when an on_complete hook
-# must be sent. Returns the final state, '' when already final, or 'running' when requests
-# remain. A job with hooks still to send stays active, so the sweep can send them.
+# Mark a job completed (or canceled) once nothing remains. KEYS: job, active jobs set (unused,
+# kept for the caller's key list), hooks pending, fleet stats, hooks sending. ARGV: now,
+# job id, 1 when an on_complete hook must be sent. Returns the final state, '' when already
+# final, or 'running' when requests remain. The job stays in the active set until its final
+# event is written and its hooks are sent (RELEASE_JOB), so the sweep finishes either.
 FINALIZE = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if st == 'completed' or st == 'canceled' then return '' end
@@ -160,10 +241,31 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then final = 'canceled
 redis.call('HSET', KEYS[1], 'state', final, 'ended_at', ARGV[1])
 redis.call('HINCRBY', KEYS[4], 'jobs:' .. final, 1)
 if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], ARGV[1], '!complete') end
-if redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[5]) == 0 then
-  redis.call('SREM', KEYS[2], ARGV[2])
-end
 return final
+"""
+
+# Ask for a job's cancel, atomically against FINALIZE: a job already completed stays
+# completed; otherwise it is marked and becomes `canceled` when it finalizes. KEYS: job.
+# Returns the state the job was in ('missing' for none).
+CANCEL_JOB = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return 'missing' end
+if st == 'completed' or st == 'canceled' then return st end
+redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+if st ~= 'ingesting' then redis.call('HSET', KEYS[1], 'state', 'canceling') end
+return st
+"""
+
+# Let a finished job leave the active set once its final event is written and no hook
+# waits. KEYS: job, active jobs set, hooks pending, hooks sending. ARGV: job id.
+# Returns 1 when it left.
+RELEASE_JOB = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if st ~= 'completed' and st ~= 'canceled' then return 0 end
+if not redis.call('HGET', KEYS[1], 'final_event_id') then return 0 end
+if redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4]) > 0 then return 0 end
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
 """
 
 # Fleet-wide sliding one-minute window. KEYS: calls zset, pause key. ARGV: limit,
@@ -207,6 +309,19 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return 1
 """
 
+# Put chunks in the admission line, each once (a redelivered submit may enqueue again).
+# KEYS: waiting list, held hash. ARGV: chunk refs in order.
+ENQUEUE = """
+local added = 0
+for i = 1, #ARGV do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 and not redis.call('LPOS', KEYS[1], ARGV[i]) then
+    redis.call('RPUSH', KEYS[1], ARGV[i])
+    added = added + 1
+  end
+end
+return added
+"""
+
 # Claim hook marks: a mark moves from pending to sending (stamped now) for exactly one
 # caller. KEYS: pending zset, sending zset. ARGV: now, marks... Returns the claimed marks.
 CLAIM_HOOKS = """
@@ -241,14 +356,22 @@ return #v + #ARGV[2]
 
 SOURCES = {
     "claim_job": CLAIM_JOB,
+    "begin_create": BEGIN_CREATE,
+    "create_unknown": CREATE_UNKNOWN,
+    "create_refused": CREATE_REFUSED,
+    "adopt": ADOPT,
+    "split": SPLIT,
     "transition": TRANSITION,
     "finish": FINISH,
     "plan": PLAN,
     "make_retry_chunk": MAKE_RETRY_CHUNK,
     "finalize": FINALIZE,
+    "cancel_job": CANCEL_JOB,
+    "release_job": RELEASE_JOB,
     "acquire": ACQUIRE,
     "pause": PAUSE,
     "admit": ADMIT,
+    "enqueue": ENQUEUE,
     "claim_hooks": CLAIM_HOOKS,
     "stale_hooks": STALE_HOOKS,
     "append_field": APPEND_FIELD,

@@ -105,7 +105,29 @@ class Settings(BaseSettings):
     api_retry_base_s: float = Field(2.0, gt=0)
     api_retry_max_s: float = Field(120.0, gt=0)
     api_timeout_s: float = Field(600.0, gt=0)
+    # The SDK's own retries for retrieve, list, cancel and results (never for create: a
+    # retried create whose answer was lost makes a second batch).
     sdk_max_retries: int = Field(0, ge=0, le=2)
+
+    # --- create once ---
+    # After a create's outcome turns unknown (connection lost, timeout, 5xx, a worker that
+    # died mid-call), how long a batch it made may take to show in `list`: Batchline waits
+    # this long before concluding that no batch was made.
+    create_settle_s: float = Field(30.0, ge=0)
+    # Margin on each side of a create's window, on top of the offset between this host's
+    # clock and the API's (measured from the Date header of the `list` answer).
+    clock_skew_s: float = Field(5.0, ge=0)
+    # Runs of a results download that keep failing before its chunk is blocked for an operator.
+    fanout_max_runs: int = Field(8, ge=1)
+    # How often the sweep looks again for a blocked batch that answered 404 (a key of another
+    # workspace, say): found again, it is polled as before.
+    blocked_recheck_s: float = Field(300.0, gt=0)
+    # The API has answered 404 for a batch right after creating it: a 404 this soon after
+    # the batch's creation is waited out; a later one blocks the chunk.
+    not_found_grace_s: float = Field(120.0, ge=0)
+    # A batch still in progress this long past its expires_at (the API ends every batch by
+    # then) is canceled; still not ended this long after the cancel, its chunk is blocked.
+    overdue_grace_s: float = Field(3600.0, gt=0)
 
     # --- fleet-wide rate limit and admission control ---
     api_rpm: int = Field(50, ge=1)

@@ -15,8 +15,11 @@ from batchline.scripts import Scripts
 from batchline.settings import Settings
 from batchline.wire import ErrorInfo, dumps, loads, unpack_obj
 
-OPEN_CHUNK_STATES = ("pending", "creating", "in_progress", "ended")
-CLOSED_CHUNK_STATES = ("done", "failed", "canceled")
+# `blocked`: the batch answered 404 after it was seen, stayed in progress past its expiry, or
+# its results could not be read; an operator decides (`batchline unblock`).
+OPEN_CHUNK_STATES = ("pending", "creating", "in_progress", "ended", "blocked")
+# `split`: refused as too large at create, its requests moved into two smaller chunks.
+CLOSED_CHUNK_STATES = ("done", "failed", "canceled", "split")
 FINAL_JOB_STATES = ("completed", "canceled")
 
 # Job hash fields that hold integers.
@@ -46,7 +49,6 @@ CHUNK_INTS = (
     "processed",
     "poll_gen",
     "poll_step",
-    "fanout_pos",
     "results_seen",
     "fanout_runs",
 )
@@ -287,6 +289,99 @@ class Store:
         job = self.keys(job_id).job
         return bool(self.scripts.transition(keys=[job, job], args=[from_state, to_state, "0"]) == 1)
 
+    # --- creates ---
+
+    def tag_ttl_s(self) -> int:
+        """How long a chunk's tag names it: past any batch of its job, plus the retention."""
+        return self.settings.retention_s + 7 * 86400
+
+    def register_tags(self, pipe: Any, tags: dict[str, str]) -> None:
+        """Queue on `pipe` the tag -> chunk names that let any worker tell whose a batch is."""
+        for tag, ref in tags.items():
+            pipe.set(self.fleet.tag(tag), ref, ex=self.tag_ttl_s())
+
+    def redis_now(self) -> float:
+        """Redis's clock: one clock for every worker, whatever their hosts' clocks say."""
+        sec, usec = self.r.time()
+        return float(sec) + usec / 1e6
+
+    def begin_create(self, job_id: str, number: int) -> float | None:
+        """Record a create's intent (pending -> creating, call live); its time, or None."""
+        res = self.scripts.begin_create(keys=[self.chunk_keys(job_id, number).meta])
+        return float(res) if res else None
+
+    def create_unknown(self, job_id: str, number: int, why: str) -> float | None:
+        """The chunk's create call ended without an answer that settles it."""
+        res = self.scripts.create_unknown(keys=[self.chunk_keys(job_id, number).meta], args=[why])
+        return float(res) if res else None
+
+    def create_refused(self, job_id: str, number: int) -> bool:
+        """No batch was made for the chunk: back to pending."""
+        ck = self.chunk_keys(job_id, number)
+        return bool(self.scripts.create_refused(keys=[ck.meta, ck.suspects]) == 1)
+
+    def adopt(self, job_id: str, number: int, batch_id: str, **fields: Any) -> str:
+        """Give the chunk a batch shown to be its own (see scripts.ADOPT for the verdicts)."""
+        keys = self.keys(job_id)
+        ck = keys.chunk(number)
+        now = self.now()
+        flat: list[Any] = []
+        for k, v in {
+            "poll_gen": 1,
+            "poll_step": 0,
+            "polled_at": now,
+            "touched_at": now,
+            **fields,
+        }.items():
+            flat += [k, v]
+        res = self.scripts.adopt(
+            keys=[ck.meta, self.fleet.claimed(batch_id), keys.job, keys.duplicates, ck.suspects],
+            args=[batch_id, f"{job_id}:{number}", self.settings.retention_s + 86400, *flat],
+        )
+        return res.decode() if isinstance(res, bytes) else str(res)
+
+    def split_chunk(self, chunk: Chunk, parts: list[tuple[list[str], int, str]]) -> list[int]:
+        """Replace a chunk in `creating` by new pending chunks (ids, body bytes, tag); their
+        numbers, or [] when the chunk was no longer creating. The new chunks are written
+        first and join the job's chunk list in one step with the old chunk's close."""
+        keys = self.keys(chunk.job_id)
+        first = int(self.r.hincrby(keys.job, "chunk_seq", len(parts))) - len(parts)
+        numbers = list(range(first, first + len(parts)))
+        now = self.now()
+        pipe = self.r.pipeline(transaction=False)
+        self.register_tags(
+            pipe,
+            {tag: f"{chunk.job_id}:{n}" for n, (_, _, tag) in zip(numbers, parts, strict=True)},
+        )
+        for n, (ids, body, tag) in zip(numbers, parts, strict=True):
+            ck = keys.chunk(n)
+            pipe.delete(ck.ids)
+            for start in range(0, len(ids), 1000):
+                pipe.rpush(ck.ids, *ids[start : start + 1000])
+            pipe.hset(
+                ck.meta,
+                mapping={
+                    "state": "pending",
+                    "attempt": chunk.attempt,
+                    "count": len(ids),
+                    "bytes": body,
+                    "processed": 0,
+                    "made_at": now,
+                    "touched_at": now,
+                    "kind": "split",
+                    "tag": tag,
+                },
+            )
+        pipe.execute()
+        done = self.scripts.split(
+            keys=[keys.chunk(chunk.number).meta, keys.chunks, keys.job],
+            args=[now, *numbers],
+        )
+        if done != 1:
+            self.r.delete(*(k for n in numbers for k in keys.chunk(n).all()))
+            return []
+        return numbers
+
     def touch_chunk(self, job_id: str, number: int, **fields: Any) -> None:
         self.r.hset(
             self.chunk_keys(job_id, number).meta, mapping={"touched_at": self.now(), **fields}
@@ -365,10 +460,12 @@ class Store:
         pipe.execute()
 
     def delete_job(self, job_id: str, chunk_count: int | None = None) -> None:
+        """Remove every key of the job, including chunks an interrupted ingest began."""
         keys = self.keys(job_id)
-        numbers = self.chunk_numbers(job_id)
-        if chunk_count is not None:
-            numbers = sorted(set(numbers) | set(range(chunk_count)))
+        listed = set(self.chunk_numbers(job_id))
+        begun = self.r.hmget(keys.job, "ingest_chunks", "chunk_seq")
+        highest = max([chunk_count or 0, *(int(v) for v in begun if v)])
+        numbers = sorted(listed | set(range(highest)))
         doomed = list(keys.static_keys())
         for n in numbers:
             doomed += keys.chunk(n).all()

@@ -12,11 +12,14 @@ import orjson
 from anthropic._constants import ANTHROPIC_API_VERSION
 from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
 
+from batchline.chunking import TAG_BYTES
 from batchline.errors import JobRefused, LineError
 from batchline.sources import Oversized
 
 API_CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAPPED_PREFIX = "bl-"
+# The API allows 64 characters; the chunk's tag takes the last TAG_BYTES of them.
+MAX_API_ID_CHARS = 64 - TAG_BYTES
 
 # The Messages API parameters the installed SDK knows; anything else is refused per line,
 # because the API would answer it with an invalid_request_error after the batch ran.
@@ -41,8 +44,9 @@ class Request:
 
     line: int
     custom_id: str  # as the user wrote it
-    api_id: str  # as the API sees it (equal unless the user's id is not valid there)
-    wire: bytes  # {"custom_id": api_id, "params": {...}} as JSON
+    api_id: str  # as Batchline keeps it (equal unless the user's id is not valid at the API)
+    wire: bytes  # {"custom_id": api_id, "params": {...}} as JSON (the chunk's tag goes after
+    # api_id when the chunk is sent)
     params_key: str  # content address of the params (model included)
     model: str
     max_tokens: int
@@ -58,8 +62,9 @@ class InvalidLine(Exception):
 
 
 def api_custom_id(custom_id: str) -> str:
-    """The id the API will see: the user's own when valid, else a stable hash of it."""
-    if API_CUSTOM_ID.match(custom_id):
+    """The id Batchline keeps the request under: the user's own when the API accepts it with
+    a chunk tag after it (see chunking.TAG_BYTES), else a stable hash of it."""
+    if len(custom_id) <= MAX_API_ID_CHARS and API_CUSTOM_ID.match(custom_id):
         return custom_id
     return MAPPED_PREFIX + hashlib.sha256(custom_id.encode()).hexdigest()[:40]
 

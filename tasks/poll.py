@@ -1,6 +1,9 @@
-"""`batchline.poll_batch` (countdown retries until the batch ends) and `batchline.cancel_batch`."""
+"""`batchline.poll_batch` (countdown retries until the batch ends), `batchline.cancel_batch`
+and `batchline.unblock_chunk`."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from batchline.pipeline import poll
 from tasks.base import PipelineTask
@@ -15,3 +18,12 @@ def poll_batch(self: PipelineTask, job_id: str, chunk: int, batch_id: str, gen: 
 @app.task(name="batchline.cancel_batch", base=PipelineTask, bind=True)
 def cancel_batch(self: PipelineTask, job_id: str, chunk: int, batch_id: str) -> None:
     self.step(poll.cancel_batch, job_id, chunk, batch_id)
+
+
+@app.task(name="batchline.unblock_chunk", base=PipelineTask, bind=True, ignore_result=False)
+def unblock_chunk(
+    self: PipelineTask, job_id: str, chunk: int, resend: bool = False
+) -> dict[str, Any]:
+    """Look again at a blocked chunk's batch (`batchline unblock`); with resend, give up a
+    batch the API no longer shows and send its unanswered requests again."""
+    return dict(self.step(poll.unblock, job_id, chunk, resend))

@@ -26,6 +26,7 @@ ROUTES: dict[str, Queue] = {
     "batchline.poll_batch": Queue.API,
     "batchline.poll_all": Queue.API,
     "batchline.cancel_batch": Queue.API,
+    "batchline.unblock_chunk": Queue.API,
     "batchline.fan_out_results": Queue.RESULTS,
     "batchline.process_result": Queue.RESULTS,
     "batchline.process_results": Queue.RESULTS,

@@ -64,9 +64,11 @@ class Context:
         """An exclusive, renewable lease on a step, held at most `lease_s` unrenewed."""
         return Lease(self.store.r, self.store.fleet.lease(name), self.settings.lease_s)
 
-    def emit(self, job_id: str, type_: str, **data: Any) -> None:
+    def emit(self, job_id: str, type_: str, *, final: bool = False, **data: Any) -> bool:
         """Append a job event and wake the webhook dispatcher (a failure is logged, never
-        fatal to the step). Every event carries the job's metadata."""
+        fatal to the step); True when written. Every event carries the job's metadata.
+        A `final` event (job.completed, job.canceled) is written once per job: the sweep
+        writes it for a finished job that has none."""
         try:
             if "metadata" not in data:
                 try:
@@ -75,11 +77,16 @@ class Context:
                     data["metadata"] = None
             event = events.new_event(job_id, type_, data)
             keys = events.EventKeys(self.settings.key_prefix)
-            _, wake = events.emit(self.store.r, keys, event, self.settings.events_retention_s)
+            final_of = self.store.keys(job_id).job if final else None
+            entry, wake = events.emit(
+                self.store.r, keys, event, self.settings.events_retention_s, final_of=final_of
+            )
             if wake:
                 self.dispatch.send("batchline.dispatch_event", ())
+            return entry is not None
         except Exception:
             logs.LOGGER.exception("event.emit_failed", extra={"fields": {"job_id": job_id}})
+            return False
 
     def backoff_s(self, step: int, base: float | None = None, cap: float | None = None) -> float:
         """Exponential backoff with jitter for retries of API calls."""

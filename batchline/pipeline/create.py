@@ -1,15 +1,46 @@
-"""Creating one chunk's batch at most once: admission, intent, create, reconcile after a crash."""
+"""Creating one chunk's batch at most once: admission, intent, create, and after an answer that
+was lost, finding the batch again by proof rather than by likeness.
+
+The API takes no idempotency key and a batch carries no metadata, so after a create whose
+outcome is unknown (a dropped connection, a timeout, a 5xx, a worker that died mid-call) the
+only way to learn whether it made a batch is to look. `list` shows every batch of the
+workspace, other applications' included, so a batch of the right size made at the right time
+is only a *suspect*. What proves a batch is this chunk's is its results: every custom_id a
+chunk sends carries the chunk's random tag (chunking.new_tag), which no other client's batch
+can carry. So a chunk whose create was lost:
+
+1. waits `create_settle_s` after the call ended, for a batch it made to show in `list`;
+2. lists the batches of its size created in its window (the call's start to its end plus the
+   settle time, in the API's clock: Redis time shifted by the offset the `list` answer's Date
+   header shows, plus `clock_skew_s` on each side) that no other chunk has shown to be its own;
+3. waits for each suspect to end, then reads the first line of its results: with the tag it
+   is adopted, without it is left alone for good (never canceled, nothing of it stored);
+4. creates again only when no suspect is left.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from anthropic.types.messages import MessageBatch
 
 from batchline import api, logs
+from batchline.chunking import (
+    ENVELOPE_BYTES,
+    TAG_BYTES,
+    TAG_SEPARATOR,
+    line_custom_id,
+    new_tag,
+    tag_wire,
+)
 from batchline.classify import CANCELED
-from batchline.errors import OutcomeUnknown, PermanentApiError, RateLimited, RetryableApiError
+from batchline.errors import (
+    OutcomeUnknown,
+    PermanentApiError,
+    RateLimited,
+    RetryableApiError,
+)
 from batchline.ingest import blob_wire
 from batchline.lease import Lease
 from batchline.pipeline import snapshot
@@ -20,16 +51,21 @@ from batchline.wire import ErrorInfo
 
 ADMISSION_WAIT_S = 5.0
 LEASE_WAIT_S = 2.0
-SLOT_WAIT_S = 0.5
-CLOCK_SKEW_S = 120.0
 READ_SLICE = 500
+# Without a Date header in the `list` answer, the API's clock is assumed within this of Redis's.
+UNMEASURED_OFFSET_S = 120.0
+TOO_LARGE = ErrorInfo(
+    type="request_too_large", message="the API refused this request as too large for a batch"
+)
 
 
 def chunk_body(ctx: Context, chunk: Chunk, renew: Callable[[], object]) -> api.StreamedBody:
-    """The create body, streamed from Redis a slice of requests at a time."""
+    """The create body, streamed from Redis a slice of requests at a time, each custom_id
+    followed by the chunk's tag."""
     store = ctx.store
     requests_key = store.keys(chunk.job_id).requests
     size = chunk.number_field("bytes")
+    tag = chunk.fields.get("tag", "")
 
     def pieces() -> Iterator[bytes]:
         sent = 0
@@ -43,7 +79,8 @@ def chunk_body(ctx: Context, chunk: Chunk, renew: Callable[[], object]) -> api.S
             for api_id, blob in zip(ids, blobs, strict=True):
                 if blob is None:
                     raise RuntimeError(f"request {api_id} of {chunk.ref} is missing from Redis")
-                wires.append(blob_wire(blob))
+                wire = blob_wire(blob)
+                wires.append(tag_wire(wire, api_id, tag) if tag else wire)
             renew()  # still alive: keep the create lease while the body streams
             piece = (b"," if start else b"") + b",".join(wires)
             sent += len(piece)
@@ -57,7 +94,7 @@ def chunk_body(ctx: Context, chunk: Chunk, renew: Callable[[], object]) -> api.S
 
 
 def create_batch(ctx: Context, job_id: str, number: int) -> None:
-    """Create the chunk's batch, or find the one an earlier attempt created, then start polling."""
+    """Create the chunk's batch, or find the one an earlier attempt made, then start polling."""
     store = ctx.store
     chunk = store.chunk(job_id, number)
     if chunk is None:
@@ -68,75 +105,52 @@ def create_batch(ctx: Context, job_id: str, number: int) -> None:
     if chunk.state == "pending" and store.cancel_requested(job_id):
         close_chunk(ctx, chunk, "canceled", CANCELED, from_states=("pending",))
         return
-    if not ctx.limiter.admit(chunk.ref, chunk.count):
+    if chunk.state == "pending" and not ctx.limiter.admit(chunk.ref, chunk.count):
         store.touch_chunk(job_id, number, waiting="admission")
         raise Defer(ADMISSION_WAIT_S, "waiting for room in the processing queue")
     lease = ctx.lease(f"create:{chunk.ref}")
     if not lease.acquire():
         raise Defer(LEASE_WAIT_S, "another worker is creating this chunk")
     try:
-        _create_locked(ctx, chunk, lease)
+        chunk = store.chunk(job_id, number)  # as it is now that this worker holds the lease
+        if chunk is None:
+            return
+        if chunk.state == "creating":
+            _settle(ctx, chunk, lease)
+        elif chunk.state == "pending":
+            _create(ctx, chunk, lease)
     finally:
         lease.release()
 
 
-def create_slot(ctx: Context, chunk: Chunk) -> Lease:
-    """One unsettled create per request count, fleet-wide.
-
-    A lost create answer is reconciled by creation window and request count, which cannot
-    tell apart two batches of the same size made in one window. So a chunk holds the slot of
-    its size from before its create until the batch id is known; after a lost answer it keeps
-    it until reconciliation settles it, or until the slot runs out, by which time the
-    chunk's window has closed. Every run of the chunk's create is the same holder.
-    """
-    ttl_s = ctx.settings.api_timeout_s + 2 * CLOCK_SKEW_S + 60
-    return Lease(ctx.store.r, ctx.store.fleet.create_slot(chunk.count), ttl_s, token=chunk.ref)
-
-
-def _create_locked(ctx: Context, chunk: Chunk, lease: Lease) -> None:
-    slot = create_slot(ctx, chunk)
-    if not slot.renew():
-        raise Defer(SLOT_WAIT_S, "a batch of the same size is being created")
-    try:
-        _create_in_slot(ctx, chunk, lease)
-    finally:
-        # Settled once the chunk has a batch, has failed, or never began a create; a create
-        # begun and not recorded (a lost answer, a crash, an error) keeps the slot for the
-        # chunk's next run.
-        state = ctx.store.r.hget(ctx.store.chunk_keys(chunk.job_id, chunk.number).meta, "state")
-        if state != b"creating":
-            slot.release()
-
-
-def _create_in_slot(ctx: Context, chunk: Chunk, lease: Lease) -> None:
+def _create(ctx: Context, chunk: Chunk, lease: Lease) -> None:
+    """Record the intent, then make the call; every way it can end is written down."""
     store = ctx.store
     attempts = chunk.number_field("create_attempts")
-    if chunk.state == "creating":
-        found = reconcile(ctx, chunk)
-        if found is not None:
-            record_created(ctx, chunk, found, reconciled=True)
-            return
     try:
         ctx.limiter.take("create")
     except RateLimited as exc:
         raise Defer(exc.retry_after_s or 1, str(exc)) from None
-    now = store.now()
-    fields: dict[str, Any] = {"last_intent_at": now, "create_attempts": attempts + 1, "waiting": ""}
-    if not chunk.fields.get("intent_at"):
-        fields["intent_at"] = now
-    if not store.transition(
-        chunk.job_id, chunk.number, ("pending", "creating"), "creating", **fields
-    ):
+    if not store.begin_create(chunk.job_id, chunk.number):
         return
+    settled = False
+    stop = _keep_renewing(lease, ctx.settings.lease_s, ctx.settings.api_timeout_s)
     try:
         batch = api.create(ctx.client, chunk_body(ctx, chunk, lease.renew))
+        settled = True
     except OutcomeUnknown as exc:
-        store.touch_chunk(chunk.job_id, chunk.number, uncertain=1)
+        settled = True
+        store.create_unknown(chunk.job_id, chunk.number, str(exc))
         logs.warning(
             "batch.create_unknown", job_id=chunk.job_id, chunk=chunk.number, error=str(exc)
         )
-        raise Defer(ctx.backoff_s(attempts), "create outcome unknown; reconcile next") from None
-    except RetryableApiError as exc:
+        raise Defer(
+            ctx.settings.create_settle_s + 0.5,
+            "create outcome unknown; looking for the batch once it would show in list",
+        ) from None
+    except RetryableApiError as exc:  # refused before anything was made (a 429)
+        settled = True
+        store.create_refused(chunk.job_id, chunk.number)
         if exc.status == 429 and exc.retry_after_s:
             ctx.limiter.pause(exc.retry_after_s)
         delay = exc.retry_after_s or ctx.backoff_s(attempts)
@@ -149,12 +163,73 @@ def _create_in_slot(ctx: Context, chunk: Chunk, lease: Lease) -> None:
         )
         raise Defer(delay, str(exc)) from None
     except PermanentApiError as exc:
+        settled = True
+        if exc.status == 413 or exc.error_type == "request_too_large":
+            split_chunk(ctx, chunk, str(exc))
+            return
         logs.warning("batch.create_failed", job_id=chunk.job_id, chunk=chunk.number, error=str(exc))
         error = ErrorInfo(type=exc.error_type or "api_error", message=str(exc))
-        store.touch_chunk(chunk.job_id, chunk.number, error=str(exc))
+        store.touch_chunk(chunk.job_id, chunk.number, error=str(exc), call="")
         close_chunk(ctx, chunk, "failed", error, from_states=("creating",))
         return
+    finally:
+        stop()
+        if not settled:  # anything else (a bug, a signal): the call may have made a batch
+            store.create_unknown(chunk.job_id, chunk.number, "the create call was interrupted")
     record_created(ctx, chunk, batch, reconciled=False)
+
+
+def _keep_renewing(lease: Lease, lease_s: float, timeout_s: float) -> Callable[[], None]:
+    """Renew the create lease in the background while the call runs (the API may take long
+    to read a large body), so no other worker takes the chunk over from a live caller."""
+    done = threading.Event()
+    limit = 2 * timeout_s + lease_s
+
+    def run() -> None:
+        waited = 0.0
+        step = max(0.5, lease_s / 3)
+        while not done.wait(step) and waited < limit:
+            waited += step
+            lease.renew()
+
+    thread = threading.Thread(target=run, name="create-lease", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        thread.join(5)
+
+    return stop
+
+
+def _settle(ctx: Context, chunk: Chunk, lease: Lease) -> None:
+    """A chunk in `creating` that this worker did not start: its call's outcome is unknown.
+    Find its batch by proof, or conclude there is none and create again."""
+    store = ctx.store
+    if chunk.fields.get("call") != "unknown":
+        # The worker making the call stopped (its lease ran out) or the chunk predates this
+        # record: the call ended at the latest now.
+        store.create_unknown(chunk.job_id, chunk.number, "the worker making the call stopped")
+        chunk = store.chunk(chunk.job_id, chunk.number) or chunk
+    settle_until = chunk.time_field("ended_at") + ctx.settings.create_settle_s
+    now = store.redis_now()
+    if now < settle_until:
+        store.touch_chunk(chunk.job_id, chunk.number, waiting="settle")
+        raise Defer(settle_until - now + 0.5, "waiting for a batch the lost create may have made")
+    batch = reconcile(ctx, chunk)
+    if batch is not None:
+        record_created(ctx, chunk, batch, reconciled=True)
+        return
+    logs.event("batch.reconcile_none", job_id=chunk.job_id, chunk=chunk.number)
+    if not store.create_refused(chunk.job_id, chunk.number):
+        return
+    fresh = store.chunk(chunk.job_id, chunk.number)
+    if fresh is None:
+        return
+    if store.cancel_requested(chunk.job_id):
+        close_chunk(ctx, fresh, "canceled", CANCELED, from_states=("pending",))
+        return
+    _create(ctx, fresh, lease)
 
 
 def _total(batch: MessageBatch) -> int:
@@ -162,129 +237,220 @@ def _total(batch: MessageBatch) -> int:
     return c.processing + c.succeeded + c.errored + c.canceled + c.expired
 
 
-def _window_matches(ctx: Context, chunk: Chunk) -> list[MessageBatch]:
-    """Batches with the chunk's request count, created in the window around its create
-    attempts, that no other chunk has claimed; oldest first."""
+def reconcile(ctx: Context, chunk: Chunk) -> MessageBatch | None:
+    """The batch a lost create made for this chunk, shown by its results; None when none was
+    made. Raises Defer while a suspect has still to end before it can be told apart."""
     store = ctx.store
-    since = chunk.time_field("intent_at") - CLOCK_SKEW_S
-    until = (
-        chunk.time_field("last_intent_at", chunk.time_field("intent_at"))
-        + ctx.settings.api_timeout_s
-        + CLOCK_SKEW_S
-    )
-    matches: list[MessageBatch] = []
+    ck = store.chunk_keys(chunk.job_id, chunk.number)
+    seen, (lo, hi), (call_lo, call_hi) = _list_window(ctx, chunk)
+    foreign = {m.decode() for m in store.r.smembers(ck.foreign)}
+    fresh = []
+    for b in seen.values():
+        created = b.created_at.timestamp()
+        if b.id in foreign or not lo <= created <= hi or _total(b) != chunk.count:
+            continue
+        owner = store.r.get(store.fleet.claimed(b.id))
+        if owner is not None and owner.decode() == chunk.ref:
+            return b  # shown ours already (by another chunk's look, or an interrupted adoption)
+        if owner is None and not store.r.exists(store.fleet.not_ours(b.id)):
+            fresh.append(b.id)
+    if fresh:
+        store.r.sadd(ck.suspects, *fresh)
+    suspects = {m.decode() for m in store.r.smembers(ck.suspects)} - foreign
+
+    def distance(batch_id: str) -> tuple[float, str]:
+        # Ours was made while its call ran: those made then are read first, so another
+        # client's batches are read (one line each) only when ours is not among them.
+        b = seen.get(batch_id)
+        if b is None:
+            return (0.0, batch_id)
+        t = b.created_at.timestamp()
+        return (max(0.0, call_lo - t, t - call_hi), batch_id)
+
+    waiting = 0
+    for batch_id in sorted(suspects, key=distance):
+        batch = seen.get(batch_id)
+        if batch is None:
+            # Gone from the list (deleted), or another chunk showed it to be its own.
+            store.r.srem(ck.suspects, batch_id)
+            continue
+        if batch.processing_status != "ended":
+            waiting += 1
+            continue
+        owner = owner_of(ctx, chunk, batch)
+        if owner == BUSY:
+            waiting += 1
+            continue
+        if owner == chunk.ref:
+            logs.event(
+                "batch.reconciled", job_id=chunk.job_id, chunk=chunk.number, batch_id=batch.id
+            )
+            return batch
+        store.r.sadd(ck.foreign, batch_id)
+        store.r.srem(ck.suspects, batch_id)
+        logs.event(
+            "batch.not_this_chunks",
+            job_id=chunk.job_id,
+            chunk=chunk.number,
+            batch_id=batch_id,
+            batchline=owner is not None,
+        )
+    if waiting:
+        step = chunk.number_field("verify_step")
+        store.touch_chunk(
+            chunk.job_id, chunk.number, waiting="verify", suspects=waiting, verify_step=step + 1
+        )
+        raise Defer(
+            ctx.poll_delay_s(step),
+            f"waiting for {waiting} batch(es) that may be this chunk's to end",
+        )
+    return None
+
+
+def _list_window(
+    ctx: Context, chunk: Chunk
+) -> tuple[dict[str, MessageBatch], tuple[float, float], tuple[float, float]]:
+    """Batches listed back to the start of the chunk's window; the window in the API's
+    clock (the call's start to its end plus the settle time, widened by the measured offset
+    between Redis's clock and the API's, plus clock_skew_s on each side); and the call's
+    own span in the API's clock."""
+    store = ctx.store
+    s = ctx.settings
+    sent = chunk.time_field("sent_at", chunk.time_field("last_intent_at"))
+    ended = chunk.time_field("ended_at")
+    seen: dict[str, MessageBatch] = {}
     cursor: str | None = None
+    lo = hi = call_lo = call_hi = 0.0
+    first = True
     while True:
         try:
             ctx.limiter.take("list")
         except RateLimited as exc:
             raise Defer(exc.retry_after_s or 1, str(exc)) from None
+        before = store.redis_now()
         try:
-            page, cursor = api.list_page(ctx.client, limit=1000, after_id=cursor)
+            page, cursor, date = api.list_page_dated(ctx.client, limit=1000, after_id=cursor)
         except RetryableApiError as exc:
             raise Defer(exc.retry_after_s or ctx.backoff_s(1), str(exc)) from None
-        older = False
-        for b in page:
-            created = b.created_at.timestamp()
-            if created < since:
-                older = True
-                break
-            if created <= until and _total(b) == chunk.count:
-                owner = store.r.get(store.fleet.claimed(b.id))
-                if owner is None or owner.decode() == chunk.ref:
-                    matches.append(b)
-        if older or cursor is None:
+        after = store.redis_now()
+        if first:
+            # The answer's Date (whole seconds) was made between `before` and `after`.
+            off_lo, off_hi = (
+                (date - after, date + 1 - before)
+                if date is not None
+                else (-UNMEASURED_OFFSET_S, UNMEASURED_OFFSET_S)
+            )
+            lo = sent + off_lo - s.clock_skew_s
+            hi = ended + s.create_settle_s + off_hi + s.clock_skew_s
+            call_lo, call_hi = sent + off_lo, ended + off_hi
+            first = False
+        seen.update((b.id, b) for b in page)
+        if cursor is None or (page and page[-1].created_at.timestamp() < lo):
             break
-    return sorted(matches, key=lambda b: b.created_at)
+    return seen, (lo, hi), (call_lo, call_hi)
 
 
-def reconcile(ctx: Context, chunk: Chunk) -> MessageBatch | None:
-    """Find the batch an earlier attempt created: same request count, created in the window
-    around the recorded intent, not claimed by another chunk. Extra matches are canceled."""
-    candidates = _window_matches(ctx, chunk)
-    if not candidates:
-        logs.event("batch.reconcile_none", job_id=chunk.job_id, chunk=chunk.number)
-        return None
-    keep, extra = candidates[0], candidates[1:]
-    if extra and not _sibling_creating(ctx, chunk):
-        for dup in extra:
-            cancel_duplicate(ctx, chunk, dup.id)
-    logs.event("batch.reconciled", job_id=chunk.job_id, chunk=chunk.number, batch_id=keep.id)
-    return keep
+BUSY = "?"  # another worker is reading the batch's first line now
 
 
-def check_duplicates(ctx: Context, chunk: Chunk) -> int:
-    """After an uncertain create (a lost answer, or the SDK's own retries), look once more,
-    when the window has closed, for a second batch made for this chunk, and cancel it."""
-    found = 0
-    if not _sibling_creating(ctx, chunk):
-        for b in _window_matches(ctx, chunk):
-            if b.id != chunk.batch_id:
-                cancel_duplicate(ctx, chunk, b.id)
-                found += 1
-    ctx.store.r.zrem(ctx.store.fleet.dup_checks, chunk.ref)
-    return found
+def owner_of(ctx: Context, chunk: Chunk, batch: MessageBatch) -> str | None:
+    """Whose an ended batch is: a chunk ref ("job:n"), None for none of Batchline's, or BUSY.
 
-
-def _sibling_creating(ctx: Context, chunk: Chunk) -> bool:
-    """Another chunk of the job with the same size may own an unclaimed match."""
-    return any(
-        c.number != chunk.number and c.state == "creating" and c.count == chunk.count
-        for c in ctx.store.chunks(chunk.job_id)
-    )
-
-
-def cancel_duplicate(ctx: Context, chunk: Chunk, batch_id: str) -> None:
-    """Cancel a second batch made for one chunk, and report it on the job."""
+    Shown once for the whole fleet: the first line of its results is read (nothing more,
+    nothing of it kept) and its custom_id's tag names the chunk that sent it; the answer is
+    kept (the batch's claim, or a not-ours mark), so no batch is read twice.
+    """
     store = ctx.store
-    if not store.r.set(
-        store.fleet.claimed(batch_id), f"dup:{chunk.ref}", nx=True, ex=ctx.settings.retention_s
-    ):
-        return
-    ctx.dispatch.send("batchline.cancel_batch", (chunk.job_id, chunk.number, batch_id))
-    store.r.hincrby(store.keys(chunk.job_id).job, "duplicates_canceled", 1)
-    logs.warning(
-        "batch.duplicate_canceled", job_id=chunk.job_id, chunk=chunk.number, batch_id=batch_id
-    )
+
+    def known() -> tuple[bool, str | None]:
+        claim = store.r.get(store.fleet.claimed(batch.id))
+        if claim is not None:
+            return True, claim.decode().removeprefix("dup:")
+        return bool(store.r.exists(store.fleet.not_ours(batch.id))), None
+
+    found, owner = known()
+    if found:
+        return owner
+    reading = ctx.lease(f"verify:{batch.id}")
+    if not reading.acquire():
+        return BUSY
+    try:
+        found, owner = known()  # another worker may have read it just before
+        if found:
+            return owner
+        cid = _first_custom_id(ctx, batch)
+        if cid is None:
+            return BUSY  # not readable now (a 404 while the key is swapped, say): look again
+        tag = chunk.fields.get("tag", "")
+        if not tag:  # a chunk made before tags: it can only tell its job's ids
+            mine = store.r.hexists(store.keys(chunk.job_id).requests, cid)
+            return chunk.ref if mine else None
+        if len(cid) > TAG_BYTES and cid[-TAG_BYTES] == TAG_SEPARATOR:
+            raw = store.r.get(store.fleet.tag(cid[-TAG_BYTES:]))
+            owner = raw.decode() if raw is not None else None
+        if owner is None:
+            store.r.set(store.fleet.not_ours(batch.id), 1, ex=store.tag_ttl_s())
+            return None
+        ttl = ctx.settings.retention_s + 86400
+        store.r.set(store.fleet.claimed(batch.id), owner, nx=True, ex=ttl)
+        return owner
+    finally:
+        reading.release()
+
+
+def _first_custom_id(ctx: Context, batch: MessageBatch) -> str | None:
+    """The custom_id of the first line of an ended batch's results ("" when it has none);
+    None when the API refuses to show them now."""
+    try:
+        ctx.limiter.take("results")
+    except RateLimited as exc:
+        raise Defer(exc.retry_after_s or 1, str(exc)) from None
+    path = api.results_path(batch.id, batch.results_url)
+    try:
+        for line in api.results_lines(ctx.client, path):
+            return line_custom_id(line)
+    except PermanentApiError:
+        return None
+    except RetryableApiError as exc:
+        raise Defer(exc.retry_after_s or ctx.backoff_s(1), str(exc)) from None
+    return ""
 
 
 def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconciled: bool) -> None:
-    """Claim the batch for the chunk, start its poll chain, and tell the job."""
+    """Adopt a batch shown to be this chunk's (its create answered, or its results carry the
+    chunk's tag), start its poll chain and tell the job. A second batch for a chunk that
+    already has one is canceled and counted, whatever order the two arrive in."""
     store = ctx.store
     job_id = chunk.job_id
-    claimed = store.r.set(
-        store.fleet.claimed(batch.id), chunk.ref, nx=True, ex=ctx.settings.retention_s + 86400
-    )
-    if not claimed:
-        owner = store.r.get(store.fleet.claimed(batch.id))
-        if owner is None or owner.decode() != chunk.ref:
-            raise RuntimeError(f"batch {batch.id} is already claimed by {owner!r}")
     times = api.batch_times(batch)
     now = store.now()
-    moved = store.transition(
+    verdict = store.adopt(
         job_id,
         chunk.number,
-        "creating",
-        "in_progress",
-        batch_id=batch.id,
+        batch.id,
         created_at=times.get("created_at", now),
         expires_at=times.get("expires_at", now + 86400),
-        poll_gen=1,
-        poll_step=0,
-        polled_at=now,
         status=batch.processing_status,
     )
-    if not moved:
-        current = store.chunk(job_id, chunk.number)
-        if current is not None and current.batch_id not in (None, batch.id):
-            # Two creates raced (a lease ran out under a slow upload): keep the first.
-            cancel_duplicate(ctx, chunk, batch.id)
+    if verdict in ("duplicate", "duplicate_known"):
+        if verdict == "duplicate":
+            logs.warning(
+                "batch.duplicate_canceled", job_id=job_id, chunk=chunk.number, batch_id=batch.id
+            )
+            ctx.emit(job_id, "batch.duplicate_canceled", batch_id=batch.id, chunk=chunk.number)
+        ctx.dispatch.send("batchline.cancel_batch", (job_id, chunk.number, batch.id))
+        return
+    if verdict != "adopted":
+        if verdict not in ("same",):
+            logs.warning(
+                "batch.claimed_elsewhere",
+                job_id=job_id,
+                chunk=chunk.number,
+                batch_id=batch.id,
+                owner=verdict,
+            )
         return
     snapshot.track(ctx, batch.id, times.get("created_at", now))
-    if reconciled or chunk.fields.get("uncertain") or ctx.settings.sdk_max_retries:
-        # An answer was lost, or the SDK may have retried on its own: look for a second batch
-        # once any straggler would show in the list.
-        store.r.zadd(store.fleet.dup_checks, {chunk.ref: now + ctx.settings.stall_s})
     store.job_transition(job_id, "pending", "running")
     logs.event(
         "batch.created",
@@ -304,7 +470,59 @@ def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconcile
         attempt=chunk.attempt,
     )
     if store.cancel_requested(job_id):
+        # The job was canceled while the create was under way: stop the batch at once.
+        store.r.hincrby(store.keys(job_id).job, "canceled_after_create", 1)
+        logs.warning(
+            "batch.canceled_after_create", job_id=job_id, chunk=chunk.number, batch_id=batch.id
+        )
+        ctx.emit(job_id, "batch.canceled_after_create", batch_id=batch.id, chunk=chunk.number)
         ctx.dispatch.send("batchline.cancel_batch", (job_id, chunk.number, batch.id))
     ctx.dispatch.send(
         "batchline.poll_batch", (job_id, chunk.number, batch.id, 1), countdown=ctx.poll_delay_s(0)
     )
+
+
+def split_chunk(ctx: Context, chunk: Chunk, reason: str) -> None:
+    """The API refused the chunk as too large: its requests go into two chunks of half the
+    size each, which are created in turn. A single request refused so fails."""
+    store = ctx.store
+    job_id = chunk.job_id
+    if chunk.count <= 1:
+        logs.warning("batch.create_failed", job_id=job_id, chunk=chunk.number, error=reason)
+        store.touch_chunk(job_id, chunk.number, error=reason, call="")
+        close_chunk(
+            ctx,
+            chunk,
+            "failed",
+            ErrorInfo(type="request_too_large", message=reason),
+            from_states=("creating",),
+        )
+        return
+    ids = store.chunk_ids(job_id, chunk.number)
+    sizes: list[int] = []
+    requests_key = store.keys(job_id).requests
+    for start in range(0, len(ids), READ_SLICE):
+        part = ids[start : start + READ_SLICE]
+        for blob in store.r.hmget(requests_key, part):
+            sizes.append((len(blob_wire(blob)) if blob else 0) + TAG_BYTES)
+    half = len(ids) // 2
+    halves = [(ids[:half], sizes[:half]), (ids[half:], sizes[half:])]
+    parts = [
+        (part_ids, ENVELOPE_BYTES + sum(part_sizes) + len(part_sizes) - 1, new_tag())
+        for part_ids, part_sizes in halves
+    ]
+    numbers = store.split_chunk(chunk, parts)
+    if not numbers:
+        return
+    ctx.limiter.release(chunk.ref)
+    logs.warning(
+        "batch.create_split",
+        job_id=job_id,
+        chunk=chunk.number,
+        into=",".join(str(n) for n in numbers),
+        requests=chunk.count,
+        reason=reason,
+    )
+    ctx.limiter.enqueue([f"{job_id}:{n}" for n in numbers])
+    for n in numbers:
+        ctx.dispatch.send("batchline.create_batch", (job_id, n))

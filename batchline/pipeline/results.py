@@ -8,19 +8,20 @@ from typing import Any
 import orjson
 
 from batchline import api, logs
+from batchline.chunking import line_custom_id, untag
 from batchline.classify import MISSING, Outcome, classify_result, decide
-from batchline.errors import RateLimited, RetryableApiError
+from batchline.errors import BatchNotFound, RateLimited, RetryableApiError
 from batchline.ingest import blob_header
 from batchline.keys import JobKeys
 from batchline.lease import Lease
 from batchline.pipeline.context import Context, Defer
+from batchline.pipeline.poll import block
 from batchline.pipeline.terminal import after, deliver_hooks, finish_followers
 from batchline.pricing import cost_nusd
 from batchline.store import NO_USAGE, Chunk, Item, make_record
 from batchline.wire import dumps, pack, pack_obj, unpack
 
 FANOUT_SLICE = 1000
-MAX_FANOUT_RUNS = 5
 
 
 def fan_out_results(ctx: Context, job_id: str, number: int, batch_id: str) -> None:
@@ -37,6 +38,8 @@ def fan_out_results(ctx: Context, job_id: str, number: int, batch_id: str) -> No
         raise Defer(ctx.settings.lease_s / 2, "another worker is fanning out this batch")
     try:
         _fan_out(ctx, chunk, lease)
+    except _Stop:
+        pass  # the chunk is blocked; `batchline unblock` reads again
     finally:
         lease.release()
 
@@ -45,39 +48,38 @@ def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
     store = ctx.store
     runs = chunk.number_field("fanout_runs") + 1
     store.touch_chunk(chunk.job_id, chunk.number, fanout_runs=runs, fanout_started_at=store.now())
-    seen = 0
-    url = chunk.fields.get("results_url")
-    if url:
+    seen = ours = 0
+    if chunk.fields.get("lost") != "resent":  # a batch given up has no results to read
         try:
             ctx.limiter.take("results")
         except RateLimited as exc:
             raise Defer(exc.retry_after_s or 1, str(exc)) from None
-        # Resume after the last slice published, if the stream still reads the same there;
-        # otherwise read it all again (what is already recorded is skipped below).
-        pos = chunk.number_field("fanout_pos")
-        mark = chunk.fields.get("fanout_mark", "")
+        # The whole stream every run: the API promises no order, so a run that resumes
+        # cannot skip what an earlier run read; what is already stored or recorded is not
+        # published again (see _publish).
+        path = api.results_path(chunk.batch_id or "", chunk.fields.get("results_url"))
+        tag = chunk.fields.get("tag", "")
+        resumed = runs > 1
         buffer: list[tuple[str, bytes]] = []
         try:
-            for i, line in enumerate(api.results_lines(ctx.client, url)):
-                seen = i + 1
-                if i < pos:
-                    if i == pos - 1 and _custom_id(line) != mark:
-                        logs.warning(
-                            "results.stream_changed",
-                            job_id=chunk.job_id,
-                            batch_id=chunk.batch_id,
-                            position=pos,
-                        )
-                        store.touch_chunk(chunk.job_id, chunk.number, fanout_pos=0, fanout_mark="")
-                        raise Defer(0, "results stream changed; reading it all again")
+            for line in api.results_lines(ctx.client, path):
+                seen += 1
+                cid = line_custom_id(line)
+                api_id = untag(cid, tag)
+                if api_id is None:
+                    _unknown(chunk, cid)
                     continue
-                buffer.append((_custom_id(line), line))
+                ours += 1
+                buffer.append((api_id, line))
                 if len(buffer) >= FANOUT_SLICE:
-                    _publish(ctx, chunk, buffer, seen)
+                    _publish(ctx, chunk, buffer, resumed)
                     buffer = []
                     if not lease.renew():
                         raise Defer(0, "fan-out lease lost; another worker resumes")
-            _publish(ctx, chunk, buffer, seen)
+            _publish(ctx, chunk, buffer, resumed)
+        except BatchNotFound as exc:
+            block(ctx, chunk, "not_found", f"its results answer 404: {exc}")
+            return
         except RetryableApiError as exc:
             logs.warning(
                 "results.interrupted",
@@ -86,16 +88,18 @@ def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
                 lines=seen,
                 error=str(exc),
             )
-            raise Defer(ctx.backoff_s(runs), "results stream interrupted; resuming") from None
-    if seen < chunk.count and url and runs < MAX_FANOUT_RUNS:
-        logs.warning(
-            "results.short",
-            job_id=chunk.job_id,
-            batch_id=chunk.batch_id,
-            lines=seen,
-            expected=chunk.count,
-        )
-        raise Defer(ctx.backoff_s(runs), "results stream ended early; reading again")
+            _retry_or_block(ctx, chunk, runs, f"reading its results failed: {exc}")
+        if ours < chunk.count:
+            logs.warning(
+                "results.short",
+                job_id=chunk.job_id,
+                batch_id=chunk.batch_id,
+                lines=ours,
+                expected=chunk.count,
+            )
+            _retry_or_block(
+                ctx, chunk, runs, f"its results had {ours} of {chunk.count} lines, {runs} times"
+            )
     store.touch_chunk(
         chunk.job_id, chunk.number, fanout_done=1, results_seen=seen, fanout_done_at=store.now()
     )
@@ -103,46 +107,62 @@ def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
     _resolve_missing(ctx, chunk)
 
 
-def _custom_id(line: bytes) -> str:
-    try:
-        cid = orjson.loads(line).get("custom_id")
-    except (orjson.JSONDecodeError, AttributeError):
-        return ""
-    return cid if isinstance(cid, str) else ""
+def _retry_or_block(ctx: Context, chunk: Chunk, runs: int, why: str) -> None:
+    """Read again later, or after fanout_max_runs runs, block the chunk for an operator
+    rather than send again requests whose results may exist."""
+    if runs < ctx.settings.fanout_max_runs:
+        raise Defer(ctx.backoff_s(runs), f"{why}; reading again")
+    block(ctx, chunk, "results_unreadable", why)
+    raise _Stop()
 
 
-def _publish(ctx: Context, chunk: Chunk, buffer: list[tuple[str, bytes]], position: int) -> None:
-    """Store this slice's lines (first write wins) and publish their subtasks in one batch."""
+class _Stop(Exception):
+    """Ends a fan-out run that blocked its chunk (caught in fan_out_results)."""
+
+
+def _unknown(chunk: Chunk, cid: str) -> None:
+    logs.warning(
+        "results.unknown_custom_id",
+        job_id=chunk.job_id,
+        batch_id=chunk.batch_id,
+        custom_id=cid[:80] or None,
+    )
+
+
+def _publish(ctx: Context, chunk: Chunk, buffer: list[tuple[str, bytes]], resumed: bool) -> None:
+    """Store this slice's lines (first write wins) and publish their subtasks in one batch.
+
+    A line already recorded is skipped. A line stored by an earlier run is published again
+    only when this run resumes one that stopped (its message may have died with it): a
+    second message for one result is a no-op (process_result finds it recorded).
+    """
+    if not buffer:
+        return
     store = ctx.store
     keys = store.keys(chunk.job_id)
     ck = keys.chunk(chunk.number)
-    if buffer:
-        pipe = store.r.pipeline(transaction=False)
-        for cid, _ in buffer:
-            pipe.sismember(ck.done, cid)
-            pipe.hexists(keys.requests, cid)
-        flags = pipe.execute()
-        pipe = store.r.pipeline(transaction=False)
-        publish = []
-        for i, (cid, line) in enumerate(buffer):
-            if flags[2 * i]:
-                continue  # recorded already (a resumed fan-out)
-            if not flags[2 * i + 1]:
-                logs.warning(
-                    "results.unknown_custom_id",
-                    job_id=chunk.job_id,
-                    batch_id=chunk.batch_id,
-                    custom_id=cid[:80] or None,
-                )
-                continue
-            pipe.hsetnx(ck.raw, cid, pack(line))
-            publish.append((chunk.job_id, chunk.number, chunk.batch_id, cid))
-        pipe.execute()
-        ctx.dispatch.send_many("batchline.process_result", publish)
-    if buffer:
-        store.touch_chunk(
-            chunk.job_id, chunk.number, fanout_pos=position, fanout_mark=buffer[-1][0]
-        )
+    pipe = store.r.pipeline(transaction=False)
+    for cid, _ in buffer:
+        pipe.sismember(ck.done, cid)
+        pipe.hexists(keys.requests, cid)
+    flags = pipe.execute()
+    pipe = store.r.pipeline(transaction=False)
+    candidates = []
+    for i, (cid, line) in enumerate(buffer):
+        if flags[2 * i]:
+            continue  # recorded already
+        if not flags[2 * i + 1]:
+            _unknown(chunk, cid)
+            continue
+        pipe.hsetnx(ck.raw, cid, pack(line))
+        candidates.append(cid)
+    stored = pipe.execute()
+    publish = [
+        (chunk.job_id, chunk.number, chunk.batch_id, cid)
+        for cid, new in zip(candidates, stored, strict=True)
+        if new or resumed
+    ]
+    ctx.dispatch.send_many("batchline.process_result", publish)
 
 
 def _resolve_missing(ctx: Context, chunk: Chunk) -> None:

@@ -4,7 +4,7 @@ pool becomes new chunks once no other batch of the job is still out (or a batch 
 from __future__ import annotations
 
 from batchline import logs
-from batchline.chunking import Chunker
+from batchline.chunking import TAG_BYTES, Chunker, new_tag
 from batchline.classify import CANCELED, Outcome
 from batchline.ingest import blob_wire
 from batchline.pipeline.context import Context
@@ -81,7 +81,7 @@ def _make_chunk(ctx: Context, job_id: str) -> bool:
         blobs = store.r.hmget(keys.requests, part)
         stop = False
         for blob in blobs:
-            size = len(blob_wire(blob)) if blob else 0
+            size = (len(blob_wire(blob)) if blob else 0) + TAG_BYTES
             if chunker.add(size):
                 stop = True
                 break
@@ -91,9 +91,13 @@ def _make_chunk(ctx: Context, job_id: str) -> bool:
             break
     number = int(store.r.hincrby(keys.job, "chunk_seq", 1)) - 1
     chunk = keys.chunk(number)
+    tag = new_tag()
+    pipe = store.r.pipeline(transaction=False)
+    store.register_tags(pipe, {tag: f"{job_id}:{number}"})
+    pipe.execute()
     attempt = store.scripts.make_retry_chunk(
         keys=[keys.job, keys.retry_pool, keys.chunks, keys.retries, chunk.meta, chunk.ids],
-        args=[taken, ids[0], ids[taken - 1], number, body, store.now()],
+        args=[taken, ids[0], ids[taken - 1], number, body, store.now(), tag],
     )
     if not attempt:
         return True  # the pool changed under us: look again

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from batchline.pricing import NANO
-from batchline.store import Store
+from batchline.store import Chunk, Store
 from batchline.wire import loads
 
 USAGE_FIELDS = (
@@ -47,20 +47,49 @@ def status(store: Store, job_id: str, with_batches: bool = True) -> dict[str, An
         "ended_at": float(f["ended_at"]) if f.get("ended_at") else None,
     }
     if with_batches:
-        out["batches"] = [
-            {
-                "chunk": c.number,
-                "batch_id": c.batch_id,
-                "attempt": c.attempt,
-                "status": c.state,
-                "requests": c.count,
-                "processed": c.number_field("processed"),
-                "counts": {
-                    k: c.number_field(f"b_{k}")
-                    for k in ("succeeded", "errored", "canceled", "expired")
-                },
-                "error": c.fields.get("error") or None,
-            }
-            for c in store.chunks(job_id)
+        chunks = store.chunks(job_id)
+        out["batches"] = [_batch(c) for c in chunks]
+        out["blocked"] = [
+            {"chunk": c.number, "batch_id": c.batch_id, **_blocked(c)}
+            for c in chunks
+            if c.state == "blocked"
         ]
     return out
+
+
+def _batch(c: Chunk) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "chunk": c.number,
+        "batch_id": c.batch_id,
+        "attempt": c.attempt,
+        "status": c.state,
+        "requests": c.count,
+        "processed": c.number_field("processed"),
+        "counts": {
+            k: c.number_field(f"b_{k}") for k in ("succeeded", "errored", "canceled", "expired")
+        },
+        "error": c.fields.get("error") or None,
+    }
+    if c.state == "creating" and c.fields.get("call") == "unknown":
+        # A create whose answer was lost: what it waits for before deciding.
+        out["waiting"] = c.fields.get("waiting") or "settle"
+        if c.fields.get("suspects"):
+            out["suspects"] = c.number_field("suspects")
+    if c.state == "blocked":
+        out["blocked"] = _blocked(c)
+        out["error"] = c.fields.get("blocked_error") or out["error"]
+    return out
+
+
+def _blocked(c: Chunk) -> dict[str, Any]:
+    """Why a chunk is blocked, since when, and what an operator can do."""
+    reason = c.fields.get("blocked_reason") or ""
+    command = f"batchline unblock {c.job_id} --chunk {c.number}"
+    resend = f"{command} --resend" if reason in ("not_found", "overdue") else None
+    return {
+        "reason": reason,
+        "error": c.fields.get("blocked_error") or None,
+        "since": c.time_field("blocked_at") or None,
+        "command": command,
+        "resend_command": resend,
+    }

@@ -76,10 +76,26 @@ class Input:
 
 
 def _existing(ctx: Context, job_id: str) -> SubmitResult:
-    f = ctx.store.job_fields(job_id)
+    """The job as an earlier submit left it. A submit that died after storing the job but
+    before starting its creates is finished here: chunks still pending are queued again
+    (each create is idempotent, and a chunk enters the admission line once)."""
+    store = ctx.store
+    f = store.job_fields(job_id)
+    if f.get("state") in ("pending", "running", "canceling") and not f.get("started"):
+        _start(ctx, job_id, [c.number for c in store.chunks(job_id) if c.state == "pending"])
     return SubmitResult(
         job_id=job_id, accepted=int(f.get("accepted", 0)), rejected=[], existing=True
     )
+
+
+def _start(ctx: Context, job_id: str, numbers: list[int]) -> None:
+    """Queue the creates of a stored job's chunks, then note that they were queued."""
+    ctx.limiter.enqueue([f"{job_id}:{n}" for n in numbers])
+    for n in numbers:
+        ctx.dispatch.send("batchline.create_batch", (job_id, n))
+    if not numbers:  # nothing to send: every request rejected or from the cache
+        ctx.dispatch.send("batchline.finalize_job", (job_id,))
+    ctx.store.r.hset(ctx.store.keys(job_id).job, "started", 1)
 
 
 def submit(
@@ -110,6 +126,8 @@ def submit(
         if old_fp != fp:
             raise JobConflict(f"job {job_id!r} exists with different content")
         if state != "ingesting":
+            if data.upload:  # a resubmit's own upload: nobody reads it again
+                store.r.delete(data.upload)
             return _existing(ctx, job_id)
         if not lease.acquire():
             raise Defer(ctx.settings.lease_s / 2, f"job {job_id} is being ingested elsewhere")
@@ -184,13 +202,9 @@ def _ingest(
         deduplicated=result.deduplicated,
         metadata=options.metadata,
     )
-    ctx.limiter.enqueue([f"{job_id}:{n}" for n in ingest.chunk_numbers])
-    for n in ingest.chunk_numbers:
-        ctx.dispatch.send("batchline.create_batch", (job_id, n))
     if result.hook_marks:
         deliver_hooks(ctx, job_id, result.hook_marks)
-    if not ingest.chunk_numbers:  # nothing to send: every request rejected or from the cache
-        ctx.dispatch.send("batchline.finalize_job", (job_id,))
+    _start(ctx, job_id, ingest.chunk_numbers)
     return SubmitResult(
         job_id=job_id,
         accepted=result.accepted,

@@ -6,7 +6,7 @@ from collections import Counter
 
 from batchline import logs
 from batchline.pipeline.context import Context
-from batchline.pipeline.create import check_duplicates
+from batchline.pipeline.jobs import emit_final, release
 from batchline.pipeline.retries import flush_pool
 from batchline.pipeline.terminal import deliver_hooks
 from batchline.store import FINAL_JOB_STATES, Chunk
@@ -31,14 +31,12 @@ def sweep(ctx: Context) -> dict[str, int]:
         if state == "ingesting":
             continue
         if state in FINAL_JOB_STATES:
-            # Kept active by FINALIZE only while hooks remain to be sent.
+            # Kept active until its final event is written and its hooks are sent.
             done["hooks"] += _stale_hooks(ctx, job_id)
-            keys = store.keys(job_id)
-            pipe = store.r.pipeline(transaction=False)
-            pipe.zcard(keys.hooks_pending)
-            pipe.zcard(keys.hooks_sending)
-            if not sum(pipe.execute()):
-                store.r.srem(store.fleet.active_jobs, job_id)
+            if emit_final(ctx, job_id):
+                done["final_event"] += 1
+                logs.warning("sweep.final_event_written", job_id=job_id, state=state)
+            release(ctx, job_id)
             continue
         for chunk in store.chunks(job_id):
             action = _rearm(ctx, chunk, now)
@@ -53,22 +51,7 @@ def sweep(ctx: Context) -> dict[str, int]:
                     state=chunk.state,
                 )
         done.update(_job_level(ctx, job_id))
-    done["duplicates"] += _duplicate_checks(ctx, now)
     return dict(done)
-
-
-def _duplicate_checks(ctx: Context, now: float) -> int:
-    """Chunks whose create was uncertain: cancel any second batch made for them."""
-    store = ctx.store
-    found = 0
-    for raw in store.r.zrangebyscore(store.fleet.dup_checks, "-inf", now):
-        job_id, _, number = raw.decode().rpartition(":")
-        chunk = store.chunk(job_id, int(number))
-        if chunk is None:
-            store.r.zrem(store.fleet.dup_checks, raw)
-            continue
-        found += check_duplicates(ctx, chunk)
-    return found
 
 
 def _quiet(chunk: Chunk, now: float, stall_s: float) -> bool:
@@ -80,6 +63,8 @@ def _quiet(chunk: Chunk, now: float, stall_s: float) -> bool:
 
 def _rearm(ctx: Context, chunk: Chunk, now: float) -> str | None:
     store = ctx.store
+    if chunk.state == "blocked":
+        return _recheck(ctx, chunk, now)
     if not _quiet(chunk, now, ctx.settings.stall_s):
         return None
     job_id, n = chunk.job_id, chunk.number
@@ -115,6 +100,19 @@ def _rearm(ctx: Context, chunk: Chunk, now: float) -> str | None:
             ctx.dispatch.send("batchline.fan_out_results", (job_id, n, chunk.batch_id))
             return "republish"
     return None
+
+
+def _recheck(ctx: Context, chunk: Chunk, now: float) -> str | None:
+    """Look again, now and then, for a batch that answered 404 or ran past its expiry: a key
+    swapped back to its workspace brings every such batch back. Unreadable results wait for
+    an operator (`batchline unblock`)."""
+    if chunk.fields.get("blocked_reason") not in ("not_found", "overdue"):
+        return None
+    if now - chunk.time_field("blocked_checked_at") < ctx.settings.blocked_recheck_s:
+        return None
+    ctx.store.touch_chunk(chunk.job_id, chunk.number, blocked_checked_at=now)
+    ctx.dispatch.send("batchline.unblock_chunk", (chunk.job_id, chunk.number, False))
+    return "recheck"
 
 
 def _job_level(ctx: Context, job_id: str) -> Counter[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from tests.support.jobs import DEFAULTS, check_records, prompts
-from tests.support.procs import wait_for
 
 
 def no_duplicate_batches(st: Any, final: dict[str, Any]) -> None:
@@ -48,6 +47,9 @@ def test_twenty_percent_of_calls_failing(stack_factory: Any) -> None:
         "--seed",
         "7",
         max_batch_requests=40,
+        # A create answered 5xx or cut off is looked for after create_settle_s; the default
+        # wait (30 s) is shown in test_create_once, here it would only lengthen the test.
+        create_settle_s=2,
     )
     st.worker(queues=["ingest", "events"], name="ingest")
     st.worker(queues=["api"], name="api", concurrency=3)
@@ -97,32 +99,6 @@ def test_fleet_rate_limit_keeps_three_workers_under_the_account_limit(stack_fact
     # One list call answered for many batches: fewer retrieves than batches (a retrieve per
     # batch would need at least one each).
     assert stats["calls"]["list"] >= 1 and stats["calls"]["retrieve"] < 30, stats["calls"]
-
-
-def test_a_duplicate_that_slips_through_is_canceled_and_reported(stack_factory: Any) -> None:
-    # Given the SDK's own retries on, and an emulator that cuts the first create's answer:
-    # the SDK sends the create again, so one chunk has two batches at the API
-    st = stack_factory("--processing-seconds", "3", sdk_max_retries=1)
-    st.worker(concurrency=3)
-    st.start_beat()
-    st.emulator.configure(lost_create_next=1)
-    reqs = prompts(40)
-    sub = st.client.submit(reqs, defaults=DEFAULTS)
-    final = st.client.wait(sub["job_id"], timeout_s=90)
-    # Then the extra batch was canceled and reported, and every request ended once
-    assert check_records(reqs, list(st.client.results(sub["job_id"]))) == {"succeeded": 40}
-    # (the check runs once the create's window has closed: it may trail the job's end)
-    wait_for(
-        lambda: st.client.status(sub["job_id"])["duplicates_canceled"] == 1,
-        30,
-        what="the duplicate check",
-    )
-    wait_for(lambda: st.emulator.stats()["calls"]["cancel"] == 1, 30, what="the cancel")
-    stats = st.emulator.stats()
-    assert stats["batches_created"] == 2
-    kept = final["batches"][0]["batch_id"]
-    canceled = [b for b in stats["batches"] if b["id"] != kept]
-    assert len(canceled) == 1 and canceled[0]["processing_status"] in ("canceling", "ended")
 
 
 def test_a_create_refused_with_400_fails_its_chunk_with_the_reason(stack_factory: Any) -> None:
