@@ -89,7 +89,7 @@ def events(job_id: str, follow: bool, as_json: bool) -> None:
     job_key = store.keys(job_id).job
     # A finished job's final event is written just after its state changes, or by the next
     # sweep if the worker that finished it died in between: wait that long at most.
-    patience_s = 2 * settings.sweep_interval_s + 5
+    patience_s = 2 * settings.sweep_interval_s + 30
     ended_seen_at: float | None = None
     for maybe in ev.follow(r, keys, job_id):
         if maybe is not None:

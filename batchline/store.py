@@ -41,6 +41,7 @@ JOB_COUNTERS = (
     "open_chunks",
     "chunk_seq",
     "duplicates_canceled",
+    "canceled_after_create",
 )
 CHUNK_INTS = (
     "attempt",
