@@ -26,7 +26,8 @@ from tasks.submit import submit_job
 
 point, kwargs = sys.argv[1], orjson.loads(sys.argv[2])
 flushes = []
-flush, write_chunks, job_fields = ingest.Ingest._flush, ingest.Ingest._write_chunks, ingest.job_fields
+flush, write_chunks = ingest.Ingest._flush, ingest.Ingest._write_chunks
+job_fields = ingest.job_fields
 
 def die():
     os._exit(137)
