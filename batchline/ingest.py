@@ -202,7 +202,7 @@ class Ingest:
         self.result.cache_hits += len(hits)
 
     def _write_chunks(self) -> None:
-        now = self.store.now()
+        now = self.store.redis_now()  # one clock with the create's window (see durability)
         pipe = self.store.r.pipeline(transaction=False)
         numbers = [n for n in sorted(self.chunk_sizes) if self.chunk_sizes[n][0] > 0]
         tags = {n: new_tag() for n in numbers}

@@ -68,6 +68,19 @@ redis.call('HSET', KEYS[1], 'call', 'unknown', 'ended_at', now, 'create_error', 
 return now
 """
 
+# A pending chunk that existed when Redis came back older than the API (a restart from an
+# older append-only file, a failover): its move to `creating` may be what was lost, so it is
+# looked for as a create whose outcome is unknown. KEYS: chunk meta. ARGV: since, until.
+LOOK_FIRST = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return 0 end
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.format('%06d', t[2])
+redis.call('HSET', KEYS[1], 'state', 'creating', 'call', 'unknown', 'sent_at', ARGV[1],
+  'ended_at', ARGV[2], 'lost_check_at', now, 'touched_at', now,
+  'create_error', 'Redis came back older than the API: looking before creating')
+return 1
+"""
+
 # No batch was made (a 429, or reconciliation found none): back to `pending`, to be created
 # again. KEYS: chunk meta, suspects set. Returns 1, or 0 when the chunk was not creating.
 CREATE_REFUSED = """
@@ -359,6 +372,7 @@ SOURCES = {
     "begin_create": BEGIN_CREATE,
     "create_unknown": CREATE_UNKNOWN,
     "create_refused": CREATE_REFUSED,
+    "look_first": LOOK_FIRST,
     "adopt": ADOPT,
     "split": SPLIT,
     "transition": TRANSITION,

@@ -6,7 +6,7 @@ import base64
 import binascii
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     # died mid-call), how long a batch it made may take to show in `list`: Batchline waits
     # this long before concluding that no batch was made.
     create_settle_s: float = Field(30.0, ge=0)
+    # What the writes that stop a second payment (a create's intent, a batch id's claim)
+    # wait for before the API call that depends on them: "replica" (WAIT: one replica's
+    # acknowledgement), "fsync" (WAITAOF: the append-only file on disk, Redis 7.2 and
+    # later), "auto" (a replica when the server has one, else fsync when it can, else
+    # nothing more), or "off". A create whose intent is not durable in time is not sent.
+    durable_writes: Literal["auto", "replica", "fsync", "off"] = "auto"
+    durable_timeout_s: float = Field(2.0, gt=0)
     # Margin on each side of a create's window, on top of the offset between this host's
     # clock and the API's (measured from the Date header of the `list` answer).
     clock_skew_s: float = Field(5.0, ge=0)

@@ -9,6 +9,8 @@ from typing import Any
 
 import redis
 
+from batchline import logs
+from batchline.durability import Durability, server_since
 from batchline.errors import JobNotFound
 from batchline.keys import ChunkKeys, FleetKeys, JobKeys
 from batchline.scripts import Scripts
@@ -197,6 +199,7 @@ class Store:
         self.settings = settings
         self.scripts = Scripts(r)
         self.fleet = FleetKeys(settings.key_prefix)
+        self.durability = Durability(r, settings.durable_writes, settings.durable_timeout_s)
         self._options: dict[str, JobOptions] = {}
 
     @staticmethod
@@ -306,10 +309,25 @@ class Store:
         sec, usec = self.r.time()
         return float(sec) + usec / 1e6
 
-    def begin_create(self, job_id: str, number: int) -> float | None:
-        """Record a create's intent (pending -> creating, call live); its time, or None."""
-        res = self.scripts.begin_create(keys=[self.chunk_keys(job_id, number).meta])
-        return float(res) if res else None
+    def begin_create(self, job_id: str, number: int) -> tuple[float | None, bool]:
+        """Record a create's intent (pending -> creating, call live): its time (None when the
+        chunk was not pending) and whether the write is durable (settings.durable_writes)."""
+        res, durable = self.durability.run(
+            self.scripts.begin_create, keys=[self.chunk_keys(job_id, number).meta], args=[]
+        )
+        return (float(res) if res else None), durable
+
+    def server_since(self) -> float:
+        """When the Redis server answering now was first seen (see durability.server_since)."""
+        return server_since(self.r, self.settings.key_prefix)
+
+    def look_first(self, job_id: str, number: int, since: float, until: float) -> bool:
+        """A pending chunk whose move to `creating` Redis may have lost: treat it as a create
+        whose outcome is unknown, made between `since` and `until`."""
+        res = self.scripts.look_first(
+            keys=[self.chunk_keys(job_id, number).meta], args=[since, until]
+        )
+        return bool(res == 1)
 
     def create_unknown(self, job_id: str, number: int, why: str) -> float | None:
         """The chunk's create call ended without an answer that settles it."""
@@ -335,10 +353,14 @@ class Store:
             **fields,
         }.items():
             flat += [k, v]
-        res = self.scripts.adopt(
+        res, durable = self.durability.run(
+            self.scripts.adopt,
             keys=[ck.meta, self.fleet.claimed(batch_id), keys.job, keys.duplicates, ck.suspects],
             args=[batch_id, f"{job_id}:{number}", self.settings.retention_s + 86400, *flat],
         )
+        if not durable:
+            # Recoverable: lost, the chunk is `creating` again and finds this batch by its tag.
+            logs.warning("redis.not_durable", write="claim", job_id=job_id, chunk=number)
         return res.decode() if isinstance(res, bytes) else str(res)
 
     def split_chunk(self, chunk: Chunk, parts: list[tuple[list[str], int, str]]) -> list[int]:
@@ -348,7 +370,7 @@ class Store:
         keys = self.keys(chunk.job_id)
         first = int(self.r.hincrby(keys.job, "chunk_seq", len(parts))) - len(parts)
         numbers = list(range(first, first + len(parts)))
-        now = self.now()
+        now = self.redis_now()
         pipe = self.r.pipeline(transaction=False)
         self.register_tags(
             pipe,

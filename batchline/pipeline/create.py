@@ -115,12 +115,29 @@ def create_batch(ctx: Context, job_id: str, number: int) -> None:
         chunk = store.chunk(job_id, number)  # as it is now that this worker holds the lease
         if chunk is None:
             return
+        if chunk.state == "pending" and _may_be_lost(ctx, chunk):
+            chunk = store.chunk(job_id, number) or chunk
         if chunk.state == "creating":
             _settle(ctx, chunk, lease)
         elif chunk.state == "pending":
             _create(ctx, chunk, lease)
     finally:
         lease.release()
+
+
+def _may_be_lost(ctx: Context, chunk: Chunk) -> bool:
+    """A chunk pending since before the Redis server now answering was first seen (Redis
+    restarted from an older append-only file, or failed over to a replica) may have made a
+    batch whose record was lost with the last writes: look for it before creating."""
+    since = ctx.store.server_since()
+    made = chunk.time_field("made_at")
+    if made >= since or chunk.time_field("lost_check_at") >= since:
+        return False
+    start = max(made, chunk.time_field("last_intent_at"))
+    if not ctx.store.look_first(chunk.job_id, chunk.number, start, since):
+        return False
+    logs.warning("batch.look_first", job_id=chunk.job_id, chunk=chunk.number, since=since)
+    return True
 
 
 def _create(ctx: Context, chunk: Chunk, lease: Lease) -> None:
@@ -131,8 +148,14 @@ def _create(ctx: Context, chunk: Chunk, lease: Lease) -> None:
         ctx.limiter.take("create")
     except RateLimited as exc:
         raise Defer(exc.retry_after_s or 1, str(exc)) from None
-    if not store.begin_create(chunk.job_id, chunk.number):
+    began, durable = store.begin_create(chunk.job_id, chunk.number)
+    if began is None:
         return
+    if not durable:
+        # The intent could be lost with this Redis: no call that depends on it.
+        store.create_refused(chunk.job_id, chunk.number)
+        logs.warning("redis.not_durable", write="intent", job_id=chunk.job_id, chunk=chunk.number)
+        raise Defer(ctx.backoff_s(0), "the create's intent is not durable yet; not sent")
     settled = False
     stop = _keep_renewing(lease, ctx.settings.lease_s, ctx.settings.api_timeout_s)
     try:

@@ -97,7 +97,7 @@ def _make_chunk(ctx: Context, job_id: str) -> bool:
     pipe.execute()
     attempt = store.scripts.make_retry_chunk(
         keys=[keys.job, keys.retry_pool, keys.chunks, keys.retries, chunk.meta, chunk.ids],
-        args=[taken, ids[0], ids[taken - 1], number, body, store.now(), tag],
+        args=[taken, ids[0], ids[taken - 1], number, body, store.redis_now(), tag],
     )
     if not attempt:
         return True  # the pool changed under us: look again

@@ -115,6 +115,9 @@ def submit(
     if options.max_attempts < 1:
         raise JobRefused("max_attempts must be at least 1")
     data = Input(ctx, requests, source, upload)
+    # Which Redis server answers, noted before any chunk is made: a chunk made before a
+    # server was first seen is looked for before it is created (see durability).
+    store.server_since()
     fp = fingerprint(options, data.digest())
     keys = store.keys(job_id)
     lease = ctx.lease(f"ingest:{job_id}")
