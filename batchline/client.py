@@ -16,6 +16,7 @@ import redis
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 
+from batchline import memory
 from batchline.errors import BatchlineError, JobConflict, JobNotFound, JobRefused
 from batchline.pipeline.status import status as job_status
 from batchline.settings import Settings, get_settings
@@ -156,13 +157,22 @@ class Client:
 
         pipe = self.r.pipeline(transaction=False)
         empty = True
+        size = 0
         for segment in upload_segments(hashed()):
             pipe.rpush(key, segment)
+            size += len(segment)
             empty = False
         if empty:  # an empty input is still an upload (the job is then refused as empty)
             pipe.rpush(key, zlib.compress(b""))
         pipe.expire(key, UPLOAD_TTL_S)
-        pipe.execute()
+        # Refused here, before anything is stored, when the job would not fit in Redis.
+        hw = self.settings.redis_memory_high_water
+        memory.check_room(self.r, hw, size + memory.job_needs(size), "this job")
+        try:
+            pipe.execute()
+        except redis.exceptions.OutOfMemoryError as exc:
+            self.r.delete(key)
+            raise memory.refusal(exc, "the upload") from None
         return upload_id, sha.hexdigest()
 
     def submit(

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     # retried create whose answer was lost makes a second batch).
     sdk_max_retries: int = Field(0, ge=0, le=2)
 
+    # --- Redis memory ---
+    # The share of Redis's maxmemory above which submits are refused and results downloads
+    # wait (recording results, which frees memory, goes on). No effect without maxmemory.
+    redis_memory_high_water: float = Field(0.9, gt=0, le=1)
+
     # --- create once ---
     # After a create's outcome turns unknown (connection lost, timeout, 5xx, a worker that
     # died mid-call), how long a batch it made may take to show in `list`: Batchline waits

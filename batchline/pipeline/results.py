@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from batchline import api, logs
+from batchline import api, logs, memory
 from batchline.chunking import line_custom_id, untag
 from batchline.classify import MISSING, Outcome, classify_result, decide
 from batchline.errors import BatchNotFound, RateLimited, RetryableApiError
@@ -46,6 +46,7 @@ def fan_out_results(ctx: Context, job_id: str, number: int, batch_id: str) -> No
 
 def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
     store = ctx.store
+    _wait_for_memory(ctx, chunk)
     runs = chunk.number_field("fanout_runs") + 1
     store.touch_chunk(chunk.job_id, chunk.number, fanout_runs=runs, fanout_started_at=store.now())
     seen = ours = 0
@@ -76,6 +77,7 @@ def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
                     buffer = []
                     if not lease.renew():
                         raise Defer(0, "fan-out lease lost; another worker resumes")
+                    _wait_for_memory(ctx, chunk)
             _publish(ctx, chunk, buffer, resumed)
         except BatchNotFound as exc:
             block(ctx, chunk, "not_found", f"its results answer 404: {exc}")
@@ -105,6 +107,21 @@ def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
     )
     logs.event("results.fanned_out", job_id=chunk.job_id, batch_id=chunk.batch_id, lines=seen)
     _resolve_missing(ctx, chunk)
+
+
+def _wait_for_memory(ctx: Context, chunk: Chunk) -> None:
+    """Storing results fills Redis; recording them empties it. Near maxmemory the download
+    waits (resuming later reads the stream again and skips what is stored), so the results
+    already stored are recorded and Redis keeps room for its own bookkeeping."""
+    m = memory.memory(ctx.store.r, ctx.settings.redis_memory_high_water)
+    if m.high:
+        logs.warning(
+            "results.paused_for_memory",
+            job_id=chunk.job_id,
+            batch_id=chunk.batch_id,
+            memory=m.describe(),
+        )
+        raise Defer(ctx.backoff_s(1), f"Redis memory high ({m.describe()}); results wait")
 
 
 def _retry_or_block(ctx: Context, chunk: Chunk, runs: int, why: str) -> None:

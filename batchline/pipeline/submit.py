@@ -9,7 +9,9 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from batchline import logs
+import redis
+
+from batchline import logs, memory
 from batchline.errors import JobConflict, JobRefused
 from batchline.ingest import Ingest, fingerprint, job_fields, refuse
 from batchline.lease import Lease
@@ -25,7 +27,7 @@ from batchline.sources import (
     upload_key,
 )
 from batchline.store import JobOptions
-from batchline.wire import SubmitResult
+from batchline.wire import SubmitResult, dumps
 
 JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 READ_BLOCK = 1024 * 1024
@@ -62,6 +64,16 @@ class Input:
             for segment in self.ctx.store.r.lrange(self.upload, 0, -1):
                 sha.update(zlib.decompress(segment))
         return sha.hexdigest()
+
+    def stored_bytes(self) -> int:
+        """About what the job's requests take in Redis once stored (see memory.job_needs)."""
+        if self.upload is not None:
+            uploaded = int(self.ctx.store.r.memory_usage(self.upload) or 0)
+        elif self.path is not None:
+            uploaded = self.path.stat().st_size // 3  # compressed, about
+        else:
+            uploaded = len(dumps(self.requests)) // 3
+        return memory.job_needs(uploaded)
 
     def items(self) -> Iterator[tuple[int, Item]]:
         limit = self.ctx.settings.max_request_bytes
@@ -119,12 +131,17 @@ def submit(
     # server was first seen is looked for before it is created (see durability).
     store.server_since()
     fp = fingerprint(options, data.digest())
+    if store.job_state(job_id) is None:  # a new job: refused now if it would not fit
+        memory.check_room(
+            store.r, ctx.settings.redis_memory_high_water, data.stored_bytes(), "this job"
+        )
     keys = store.keys(job_id)
     lease = ctx.lease(f"ingest:{job_id}")
-    state, old_fp = (
-        v.decode() if isinstance(v, bytes) else v
-        for v in store.scripts.claim_job(keys=[keys.job], args=[fp, store.now()])
-    )
+    try:
+        claimed = store.scripts.claim_job(keys=[keys.job], args=[fp, store.now()])
+    except redis.exceptions.OutOfMemoryError as exc:
+        raise memory.refusal(exc, "this job") from None
+    state, old_fp = (v.decode() if isinstance(v, bytes) else v for v in claimed)
     if state != "new":
         if old_fp != fp:
             raise JobConflict(f"job {job_id!r} exists with different content")
@@ -141,6 +158,9 @@ def submit(
         raise Defer(ctx.settings.lease_s / 2, f"job {job_id} is being ingested elsewhere")
     try:
         return _ingest(ctx, job_id, options, data, lease)
+    except redis.exceptions.OutOfMemoryError as exc:
+        store.delete_job(job_id)
+        raise memory.refusal(exc, "this job's requests") from None
     finally:
         lease.release()
 
