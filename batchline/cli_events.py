@@ -33,12 +33,11 @@ def _errors(fn: F) -> F:
 
 
 def _state() -> tuple[Any, Any]:
-    import redis
-
+    from batchline.redisconn import connect
     from batchline.settings import get_settings
 
     settings = get_settings()
-    return settings, redis.Redis.from_url(settings.state)
+    return settings, connect(settings.state, settings)
 
 
 def _json_line(obj: Any) -> None:

@@ -19,6 +19,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from batchline import memory
 from batchline.errors import BatchlineError, JobConflict, JobNotFound, JobRefused
 from batchline.pipeline.status import status as job_status
+from batchline.redisconn import connect
 from batchline.settings import Settings, get_settings
 from batchline.sources import READ_BYTES, resolve_source, upload_key, upload_segments
 from batchline.store import FINAL_JOB_STATES, Store
@@ -133,7 +134,7 @@ class Client:
 
         self.settings = settings or get_settings()
         self.app = app or create_app(self.settings)
-        self.r = redis.Redis.from_url(self.settings.state)
+        self.r = connect(self.settings.state, self.settings)
         self.store = Store(self.r, self.settings)
 
     # --- submit ---

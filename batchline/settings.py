@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     result_backend_url: str | None = None
     state_url: str | None = None
     key_prefix: str = "bl"
+    # With Sentinel URLs (sentinel://:PASSWORD@host1:26379;sentinel://:PASSWORD@host2:26379/0,
+    # for any of the URLs above): the primary's name, and the sentinels' own password.
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: SecretStr | None = None
 
     # --- input and chunking ---
     max_batch_requests: int = Field(API_MAX_BATCH_REQUESTS, ge=1, le=API_MAX_BATCH_REQUESTS)
@@ -267,8 +271,9 @@ class Settings(BaseSettings):
         for key in ("redis_url", "broker_url", "result_backend_url", "state_url"):
             if out.get(key):
                 out[key] = redact_url(out[key])
-        if out.get("webhook_secret"):
-            out["webhook_secret"] = "***"
+        for key in ("webhook_secret", "webhook_secondary_secret", "redis_sentinel_password"):
+            if out.get(key):
+                out[key] = "***"
         for sub in out.get("webhook_subscriptions", []):
             for k in ("secret", "secondary_secret"):
                 if sub.get(k):
