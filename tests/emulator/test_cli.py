@@ -31,6 +31,7 @@ FLAGS = {
     "--max-requests": "max_requests",
     "--max-body-bytes": "max_body_bytes",
     "--results-order": "results_order",
+    "--results-block-lines": "results_block_lines",
     "--results-base-url": "results_base_url",
     "--expiry-seconds": "expiry_seconds",
     "--clock-offset-s": "clock_offset_s",
