@@ -11,11 +11,13 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
 from batchline.localstack import (
@@ -24,7 +26,11 @@ from batchline.localstack import (
     RESULTS_WORKER_ENV,
     Beat,
     Emulator,
+    Proc,
     Worker,
+    free_port,
+    stop_all,
+    wait_for,
 )
 from tests.ops.support import FLOWER_ENTRY, flower_argv, metrics_argv
 
@@ -34,7 +40,13 @@ DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 ENTRYPOINT = PROJECT_ROOT / "docker" / "entrypoint.sh"
 SCHEMA = Path(__file__).with_name("compose-spec.json")
 
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|API_KEY|TOKEN|BASIC_AUTH")
+SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
+HA_SERVICES = ("redis-replica", *SENTINELS)
+REDIS_IMAGE_SERVICES = {"redis", *HA_SERVICES}
+# The services that run Batchline itself (every one built from the image but the emulator).
+BATCHLINE_SERVICES = ("worker", "worker-api", "worker-results", "beat", "flower", "metrics")
+
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|API_KEY|TOKEN|AUTH")
 REQUIRED_REF = re.compile(r"^\$\{([A-Z][A-Z0-9_]*):\?[^}]+\}$")
 VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 # Values a person is given to fill in (an example file may hold nothing else for a secret).
@@ -140,14 +152,18 @@ def test_services_and_what_they_run() -> None:
         "flower",
         "metrics",
         "emulator",
+        *HA_SERVICES,
     }
-    # Only the emulator is optional; everything else starts with a plain `docker compose up`.
-    assert [n for n, s in services.items() if s.get("profiles")] == ["emulator"]
-    assert services["emulator"]["profiles"] == ["emulator"]
+    # Only the emulator and the `ha` profile are optional; everything else starts with a
+    # plain `docker compose up`.
+    optional = {n: s["profiles"] for n, s in services.items() if s.get("profiles")}
+    assert optional == {"emulator": ["emulator"], **{n: ["ha"] for n in HA_SERVICES}}
     built = {n for n, s in services.items() if s.get("build")}
-    assert built == set(services) - {"redis"}
+    assert built == set(services) - REDIS_IMAGE_SERVICES
     for name in built:
         assert services[name]["image"] == services["worker"]["image"]
+    for name in REDIS_IMAGE_SERVICES:
+        assert services[name]["image"] == services["redis"]["image"], name
 
 
 def test_every_long_running_service_has_a_health_check() -> None:
@@ -394,6 +410,409 @@ def test_entrypoint_uses_the_emulator_only_while_it_resolves() -> None:
     assert explicit["ANTHROPIC_BASE_URL"] == "http://gw:1"
 
 
+def test_batchline_services_wait_for_the_sentinels_and_can_reach_them() -> None:
+    services = resolved()["services"]
+    raw = load()["services"]
+    sentinel_port = "26379"  # the port each sentinel's config gives it (tested below)
+    for name in BATCHLINE_SERVICES:
+        env = services[name]["environment"]
+        # The sentinels the entry point switches to, each by its service name
+        assert env["REDIS_SENTINELS"] == ",".join(f"{s}:{sentinel_port}" for s in SENTINELS)
+        # The password to build the URL with, from .env, never written here
+        assert env["REDIS_PASSWORD"] == "s3cr3tpass"
+        assert REQUIRED_REF.match(raw[name]["environment"]["REDIS_PASSWORD"]), name
+        # Started after the sentinels are healthy when the profile is on, without it otherwise
+        for sentinel in SENTINELS:
+            assert services[name]["depends_on"][sentinel] == {
+                "condition": "service_healthy",
+                "required": False,
+            }, name
+        # Durable writes wait for the replica whenever one is connected
+        assert env["BATCHLINE_DURABLE_WRITES"] == "auto", name
+    assert "REDIS_SENTINELS" not in services["emulator"].get("environment", {})
+
+
+def test_durable_writes_follow_the_environment() -> None:
+    from batchline.settings import Settings
+
+    env = {**env_example(), "REDIS_PASSWORD": "x", "FLOWER_BASIC_AUTH": "a:b"}
+    for mode in ("off", "replica"):
+        svc = interpolate(load(), {**env, "BATCHLINE_DURABLE_WRITES": mode})["services"]["worker"]
+        assert svc["environment"]["BATCHLINE_DURABLE_WRITES"] == mode
+    assert Settings(durable_writes=resolved()["x-settings"]["BATCHLINE_DURABLE_WRITES"])
+
+
+def test_entrypoint_uses_the_sentinels_only_while_they_resolve() -> None:
+    from batchline.redisconn import is_sentinel, parse_sentinels
+
+    plain = "redis://:pw1@redis:6379/0"
+    # Given the first sentinel's name resolves (as it does while the `ha` profile runs it)
+    on = _entrypoint(
+        {
+            "REDIS_SENTINELS": "localhost:26379,sentinel-2:26379,sentinel-3:26379",
+            "REDIS_PASSWORD": "pw1",
+            "BATCHLINE_REDIS_URL": plain,
+        }
+    )
+    # Then Redis is reached through the three sentinels, with the servers' password in the
+    # URL and the same password for the sentinels themselves
+    url = on["BATCHLINE_REDIS_URL"]
+    assert url == (
+        "sentinel://:pw1@localhost:26379;sentinel://:pw1@sentinel-2:26379;"
+        "sentinel://:pw1@sentinel-3:26379/0"
+    )
+    assert is_sentinel(url)
+    hosts, primary = parse_sentinels(url)
+    assert hosts == [("localhost", 26379), ("sentinel-2", 26379), ("sentinel-3", 26379)]
+    assert primary == {"password": "pw1", "db": 0}
+    assert on["BATCHLINE_REDIS_SENTINEL_PASSWORD"] == "pw1"
+    # Given no sentinels (the name does not resolve): the configured Redis, as it was
+    off = _entrypoint(
+        {
+            "REDIS_SENTINELS": "sentinel-1.invalid:26379,sentinel-2.invalid:26379",
+            "REDIS_PASSWORD": "pw1",
+            "BATCHLINE_REDIS_URL": plain,
+        }
+    )
+    assert off["BATCHLINE_REDIS_URL"] == plain
+    assert "BATCHLINE_REDIS_SENTINEL_PASSWORD" not in off
+    # Given an explicit Sentinel URL, or an explicit sentinels' password: they win
+    mine = "sentinel://:pw2@s1:26379;sentinel://:pw2@s2:26379/3"
+    explicit = _entrypoint(
+        {
+            "REDIS_SENTINELS": "localhost:26379",
+            "REDIS_PASSWORD": "pw1",
+            "BATCHLINE_REDIS_URL": mine,
+        }
+    )
+    assert explicit["BATCHLINE_REDIS_URL"] == mine
+    own = _entrypoint(
+        {
+            "REDIS_SENTINELS": "localhost:26379",
+            "REDIS_PASSWORD": "pw1",
+            "BATCHLINE_REDIS_URL": plain,
+            "BATCHLINE_REDIS_SENTINEL_PASSWORD": "sentinels-own",
+        }
+    )
+    assert own["BATCHLINE_REDIS_URL"].startswith("sentinel://:pw1@localhost:26379")
+    assert own["BATCHLINE_REDIS_SENTINEL_PASSWORD"] == "sentinels-own"
+    # And without the password (or the list) nothing changes
+    bare = _entrypoint({"REDIS_SENTINELS": "localhost:26379", "BATCHLINE_REDIS_URL": plain})
+    assert bare["BATCHLINE_REDIS_URL"] == plain
+
+
+# --- the `ha` profile: a replica and three sentinels ---
+
+
+def _fake_bin(tmp_path: Path, redis_cli: str) -> Path:
+    """A bin directory that stands in for the Redis image: its entry point writes down the argv
+    it would run (NUL-separated, in $ARGV_OUT), and redis-cli runs `redis_cli` (shell)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fakes = {
+        "docker-entrypoint.sh": 'for a in "$@"; do printf \'%s\\0\' "$a"; done > "$ARGV_OUT"',
+        "redis-cli": redis_cli,
+    }
+    for name, body in fakes.items():
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    return bin_dir
+
+
+def _start_script(
+    tmp_path: Path,
+    service: str,
+    redis_cli: str = "exit 1",
+    cwd: Path | None = None,
+    **env: str,
+) -> list[str]:
+    """The argv a Redis-image service's `sh -c` script hands to the image's entry point, run
+    with the service's own environment (`env` on top); `redis_cli` answers in place of the
+    sentinels (by default none answers, as without the `ha` profile)."""
+    svc = resolved()["services"][service]
+    argv = command(svc)
+    assert argv[:2] == ["sh", "-c"], service
+    out = tmp_path / f"{service}.argv"
+    bin_dir = _fake_bin(tmp_path, redis_cli)
+    full = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "ARGV_OUT": str(out),
+        **{k: str(v) for k, v in svc["environment"].items()},
+        **env,
+    }
+    subprocess.run(["sh", "-c", argv[2]], env=full, cwd=cwd or tmp_path, check=True, timeout=30)
+    return out.read_text().split("\0")[:-1]
+
+
+def _health(service: str, port: int) -> bool:
+    """Whether a service's health check passes against a local process on `port`."""
+    test = resolved()["services"][service]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL", service
+    check = (
+        test[1]
+        .replace("-p 26379", f"-p {port}")
+        .replace("redis-cli info", f"redis-cli -p {port} info")
+    )
+    assert str(port) in check, service
+    env = {"PATH": os.environ["PATH"], "REDISCLI_AUTH": "s3cr3tpass"}
+    return subprocess.run(["sh", "-c", check], env=env, timeout=30, check=False).returncode == 0
+
+
+def _options(argv: list[str]) -> dict[str, list[str]]:
+    """redis-server's `--name value...` arguments by name."""
+    out: dict[str, list[str]] = {}
+    name = ""
+    for arg in argv:
+        if arg.startswith("--"):
+            name = arg[2:]
+            out[name] = []
+        elif name:
+            out[name].append(arg)
+    return out
+
+
+def _sentinel_conf(tmp_path: Path, name: str) -> tuple[list[str], Path]:
+    """Run a sentinel service's script in an empty directory (its volume on a first start):
+    the argv it runs and the config file it wrote."""
+    work = tmp_path / name
+    work.mkdir(exist_ok=True)
+    argv = _start_script(tmp_path, name, cwd=work)
+    return argv, work / "sentinel.conf"
+
+
+def _directives(conf: Path) -> list[list[str]]:
+    return [shlex.split(line) for line in conf.read_text().splitlines() if line.strip()]
+
+
+def test_ha_services_are_a_replica_and_three_sentinels_of_the_redis_image() -> None:
+    services = resolved()["services"]
+    for name in HA_SERVICES:
+        svc = services[name]
+        assert svc["profiles"] == ["ha"], name
+        assert "ports" not in svc and "build" not in svc, name
+        # Their own data: the replica's append-only file, each sentinel's rewritten config.
+        (volume,) = svc["volumes"]
+        assert volume == f"{name}-data:/data" and f"{name}-data" in resolved()["volumes"], name
+        assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
+    # The replica starts once the sentinels answer: after a failover they name its role.
+    replica = services["redis-replica"]
+    for name in SENTINELS:
+        assert replica["depends_on"][name] == {"condition": "service_healthy"}
+    assert replica["healthcheck"]["test"][0] == "CMD-SHELL"
+    assert "info replication" in replica["healthcheck"]["test"][1]
+    for name in SENTINELS:
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert "-p 26379" in check and "get-master-addr-by-name mymaster" in check, name
+        assert services[name]["environment"]["SENTINEL_NAME"] == name
+
+
+def test_redis_and_its_replica_run_one_start_script(tmp_path: Path) -> None:
+    raw = load()["services"]
+    services = resolved()["services"]
+    assert command(services["redis"])[2] == command(services["redis-replica"])[2]
+    assert raw["redis"]["command"][2] == raw["redis-replica"]["command"][2]
+    # Given no sentinel answers (the default stack, or a first start)
+    primary = _options(_start_script(tmp_path, "redis"))
+    replica = _options(_start_script(tmp_path, "redis-replica"))
+    # Then `redis` is the primary and `redis-replica` its replica, both announcing their
+    # service names, with the password from the environment for clients and for replication
+    assert "replicaof" not in primary
+    assert replica["replicaof"] == ["redis", "6379"]
+    for name, opts in (("redis", primary), ("redis-replica", replica)):
+        assert opts["requirepass"] == opts["masterauth"] == ["s3cr3tpass"], name
+        assert opts["replica-announce-ip"] == [name]
+        assert opts["appendonly"] == ["yes"] and opts["appendfsync"] == ["everysec"], name
+        assert opts["maxmemory-policy"] == ["noeviction"], name
+    assert '--masterauth "$$REDIS_PASSWORD"' in raw["redis-replica"]["command"][2]
+
+
+@pytest.mark.parametrize(
+    ("answer", "redis_role", "replica_role"),
+    [
+        # the sentinels name the first primary: as first configured
+        ("printf 'redis\\n6379\\n'", None, ["redis", "6379"]),
+        # after a failover: the old primary rejoins as a replica of the new one
+        ("printf 'redis-replica\\n6379\\n'", ["redis-replica", "6379"], None),
+        # an error reply, a nil one, or no sentinel at all: as first configured
+        ("echo 'NOAUTH Authentication required.'", None, ["redis", "6379"]),
+        ("echo", None, ["redis", "6379"]),
+        ("exit 1", None, ["redis", "6379"]),
+    ],
+)
+def test_a_redis_server_starts_as_the_sentinels_say(
+    tmp_path: Path, answer: str, redis_role: list[str] | None, replica_role: list[str] | None
+) -> None:
+    cli = f'case "$*" in *"get-master-addr-by-name mymaster"*) {answer} ;; *) exit 1 ;; esac'
+    assert _options(_start_script(tmp_path, "redis", cli)).get("replicaof") == redis_role
+    assert _options(_start_script(tmp_path, "redis-replica", cli)).get("replicaof") == replica_role
+
+
+def test_the_sentinels_config_watches_redis_with_a_quorum_of_two(tmp_path: Path) -> None:
+    from batchline.settings import Settings
+
+    raw = load()["services"]
+    for name in SENTINELS:
+        # Given a sentinel's first start (an empty volume)
+        argv, conf = _sentinel_conf(tmp_path, name)
+        # Then it runs Sentinel on the file it wrote
+        assert argv == ["redis-server", "sentinel.conf", "--sentinel"], name
+        d = _directives(conf)
+        assert ["port", "26379"] in d
+        assert ["sentinel", "resolve-hostnames", "yes"] in d
+        assert ["sentinel", "announce-hostnames", "yes"] in d
+        assert ["sentinel", "announce-ip", name] in d
+        monitors = [x for x in d if x[:2] == ["sentinel", "monitor"]]
+        assert monitors == [["sentinel", "monitor", "mymaster", "redis", "6379", "2"]]
+        # A majority of the three sentinels: one may be lost, and no two partitions of them
+        # can each elect a leader.
+        quorum = int(monitors[0][5])
+        assert len(SENTINELS) // 2 < quorum < len(SENTINELS)
+        down_after = [
+            x[3] for x in d if x[:3] == ["sentinel", "down-after-milliseconds", "mymaster"]
+        ]
+        failover = [x[3] for x in d if x[:3] == ["sentinel", "failover-timeout", "mymaster"]]
+        assert 1000 <= int(down_after[0]) <= 30_000 and int(failover[0]) >= 2 * int(down_after[0])
+        # The password: the primary's, and the one clients and the other sentinels give
+        assert ["sentinel", "auth-pass", "mymaster", "s3cr3tpass"] in d
+        assert ["requirepass", "s3cr3tpass"] in d
+        assert "s3cr3tpass" not in raw[name]["command"][2]
+    # The primary's name is the one Batchline asks the sentinels for by default
+    assert Settings.model_fields["redis_sentinel_master"].default == "mymaster"
+
+
+def test_a_sentinel_keeps_what_it_learned_and_takes_a_new_password(tmp_path: Path) -> None:
+    # Given a sentinel that has rewritten its file after a failover
+    _, conf = _sentinel_conf(tmp_path, "sentinel-2")
+    learned = conf.read_text().replace("mymaster redis 6379", "mymaster redis-replica 6379")
+    learned += "user default on #0123abcd ~* &* +@all\nsentinel current-epoch 1\n"
+    conf.write_text(learned)
+    # When it restarts with another password
+    _start_script(tmp_path, "sentinel-2", cwd=conf.parent, REDIS_PASSWORD="n3wpass")
+    # Then what it learned stays, and the password is the new one, once
+    d = _directives(conf)
+    assert ["sentinel", "monitor", "mymaster", "redis-replica", "6379", "2"] in d
+    assert ["sentinel", "current-epoch", "1"] in d
+    assert [x for x in d if x[0] == "requirepass"] == [["requirepass", "n3wpass"]]
+    assert [x for x in d if x[:2] == ["sentinel", "auth-pass"]] == [
+        ["sentinel", "auth-pass", "mymaster", "n3wpass"]
+    ]
+    assert not [x for x in d if x[:2] == ["user", "default"]]
+
+
+class _Redis(Proc):
+    """A redis-server (or Sentinel) run with an argv taken from the compose file."""
+
+    def __init__(self, workdir: Path, argv: list[str]):
+        self.workdir = workdir
+        self.argv = argv
+        self.log = workdir / "stdout.log"
+
+    def start(self) -> _Redis:
+        exe = shutil.which("redis-server")
+        assert exe, "redis-server is not installed"
+        self._spawn([exe, *self.argv])
+        return self
+
+
+def _local_server(argv: list[str], work: Path, port: int, primary_port: int) -> list[str]:
+    """A Redis service's argv for this host: service names become 127.0.0.1 and its ports."""
+    opts = argv[1:]
+    if "--replicaof" in opts:
+        at = opts.index("--replicaof")
+        opts[at + 1 : at + 3] = ["127.0.0.1", str(primary_port)]
+    at = opts.index("--replica-announce-ip")
+    opts[at + 1] = "127.0.0.1"
+    local = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(work), "--save", ""]
+    return [*opts, *local]
+
+
+def test_the_ha_profile_runs_fails_over_and_batchline_follows(tmp_path: Path) -> None:
+    from batchline.durability import Durability
+    from batchline.redisconn import connect, parse_sentinels
+    from batchline.settings import Settings
+
+    ports = {name: free_port() for name in ("redis", "redis-replica", *SENTINELS)}
+    procs: list[Proc] = []
+    try:
+        # Given the primary and the replica as the compose file starts them
+        for name in ("redis", "redis-replica"):
+            work = tmp_path / f"{name}-data"
+            work.mkdir()
+            argv = _start_script(tmp_path, name)
+            local = _local_server(argv, work, ports[name], ports["redis"])
+            procs.append(_Redis(work, local).start())
+        # And the three sentinels on the files they write, their names made local
+        for name in SENTINELS:
+            argv, conf = _sentinel_conf(tmp_path, name)
+            text = conf.read_text()
+            text = text.replace("port 26379", f"port {ports[name]}\nbind 127.0.0.1")
+            text = text.replace("mymaster redis 6379", f"mymaster 127.0.0.1 {ports['redis']}")
+            text = text.replace(f"announce-ip {name}", "announce-ip 127.0.0.1")
+            conf.write_text(text)
+            procs.append(_Redis(conf.parent, [str(conf), *argv[2:]]).start())
+        sentinels = [redis.Redis(port=ports[n], password="s3cr3tpass") for n in SENTINELS]
+        # Then every sentinel sees the others, the primary and its replica: a failover can
+        # be agreed on
+        wait_for(
+            lambda: all(len(s.sentinel_sentinels("mymaster")) == 2 for s in sentinels),
+            30,
+            what="the three sentinels to know each other",
+        )
+        for s in sentinels:
+            # (the raw answer: redis-py's own parser takes only a bare "OK")
+            quorum = s.execute_command("SENTINEL", "CKQUORUM", "mymaster")
+            assert quorum.startswith(b"OK 3 usable Sentinels"), quorum
+        wait_for(
+            lambda: sentinels[0].sentinel_slaves("mymaster"),
+            30,
+            what="the sentinels to see the replica",
+        )
+        # When Batchline is wired as the entry point wires it under the profile
+        env = _entrypoint(
+            {
+                "REDIS_SENTINELS": ",".join(f"127.0.0.1:{ports[n]}" for n in SENTINELS),
+                "REDIS_PASSWORD": "s3cr3tpass",
+                "BATCHLINE_REDIS_URL": f"redis://:s3cr3tpass@127.0.0.1:{ports['redis']}/0",
+            }
+        )
+        settings = Settings(
+            redis_url=env["BATCHLINE_REDIS_URL"],
+            redis_sentinel_password=env["BATCHLINE_REDIS_SENTINEL_PASSWORD"],
+        )
+        assert len(parse_sentinels(settings.state)[0]) == 3
+        r = connect(settings.state, settings, socket_timeout=5)
+        # Then it reaches the primary through the sentinels, and durable writes (auto) wait
+        # for the replica
+        assert r.info("server")["tcp_port"] == ports["redis"]
+        r.set("bl:ha-check", "before")
+        wait_for(lambda: r.info("replication")["connected_slaves"] >= 1, 30, what="the replica")
+        assert Durability(r, "auto", 2.0).how() == "replica"
+        assert r.wait(1, 5000) == 1
+        # And the profile's health checks pass on these processes
+        for name in ("redis-replica", *SENTINELS):
+            assert _health(name, ports[name]), name
+        # When the sentinels fail the primary over
+        sentinels[0].sentinel_failover("mymaster")
+        wait_for(
+            lambda: (
+                sentinels[1].sentinel_get_master_addr_by_name("mymaster", return_responses=True)
+                == (b"127.0.0.1", ports["redis-replica"])
+            ),
+            30,
+            what="the failover",
+        )
+        # Then a new connection reaches the new primary, with what was written before
+        after = connect(settings.state, settings, socket_timeout=5)
+        assert after.info("server")["tcp_port"] == ports["redis-replica"]
+        assert after.get("bl:ha-check") == b"before"
+        after.set("bl:ha-check", "after")
+        # And the promoted replica is still healthy, as the primary now
+        assert _health("redis-replica", ports["redis-replica"])
+    finally:
+        stop_all(procs)
+
+
 # --- no secrets committed ---
 
 
@@ -411,6 +830,12 @@ def test_no_secret_is_written_in_the_compose_file_or_the_example() -> None:
         url = env.get("BATCHLINE_REDIS_URL")
         if url:
             assert url.startswith("redis://:${REDIS_PASSWORD:?"), name
+    # With a password filled in, it reaches the containers' environment only: never a
+    # command, a health check or anything else the file writes down (`docker inspect`, ps).
+    password = "s3cr3tpass"
+    for name, svc in resolved()["services"].items():
+        rest = {k: v for k, v in svc.items() if k != "environment"}
+        assert password not in json.dumps(rest), name
     for key, value in env_example().items():
         if SECRET_NAME.search(key):
             assert value in PLACEHOLDERS, key
@@ -450,10 +875,11 @@ def _setting_vars() -> set[str]:
 def test_every_setting_reaches_the_batchline_containers() -> None:
     settings = load()["x-settings"]
     assert set(settings) == _setting_vars()
-    # Set here: the wiring; passed through (no value): everything else.
+    # Set here: the wiring and the durability choice; passed through (no value): the rest.
     assert {k for k, v in settings.items() if v is not None} == {
         "BATCHLINE_REDIS_URL",
         "BATCHLINE_LOG_JSON",
+        "BATCHLINE_DURABLE_WRITES",
     }
     services = load()["services"]
     for name in ("worker", "worker-api", "beat", "flower", "metrics"):
