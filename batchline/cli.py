@@ -119,11 +119,37 @@ def main() -> None:
     """Run bulk Claude work through the Message Batches API."""
 
 
+INPUT_FORMATS = ("jsonl", "csv", "tsv", "parquet")
+
+
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, allow_dash=True))
+@click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(INPUT_FORMATS),
+    help="FILE's format (default: from its extension, else jsonl; gzip and zstd are "
+    "recognised by their content).",
+)
+@click.option(
+    "--template",
+    help='Build each row\'s prompt from its columns: "Summarize: {text}".',
+)
+@click.option(
+    "--template-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Read the prompt template from this file.",
+)
+@click.option(
+    "--id-column",
+    help="The column whose value becomes each row's custom_id (default: the row number).",
+)
 @click.option("--model", help="Default model for lines that do not name one.")
 @click.option("--max-tokens", type=int, help="Default max_tokens.")
-@click.option("--system", help="Default system prompt.")
+@click.option(
+    "--system",
+    help="Default system prompt; with --template, a template too (filled from each row).",
+)
 @click.option(
     "--job-id",
     help="Idempotency key (default: derived from FILE's content and the job's options).",
@@ -156,6 +182,10 @@ def main() -> None:
 @user_errors
 def submit(
     file: str,
+    input_format: str | None,
+    template: str | None,
+    template_file: str | None,
+    id_column: str | None,
     model: str | None,
     max_tokens: int | None,
     system: str | None,
@@ -174,22 +204,32 @@ def submit(
     as_json: bool,
     timeout_s: float,
 ) -> None:
-    """Submit a JSONL FILE of requests; the job id is the last line printed.
+    """Submit FILE (JSONL requests, or a CSV, TSV or Parquet table; - for standard input);
+    the job id is the last line printed.
+
+    A table's rows become requests through --template (and --system), each row's
+    custom_id its --id-column or its row number; `batchline results JOB -o answers.csv`
+    then writes the same rows with the answers beside them. Without a template a row is a
+    request itself (a `prompt` column, say). gzip and zstd files are read as they are.
 
     A submit is idempotent: without --job-id the job id is derived from FILE's content and
     the options that define the job (defaults, attempts, hooks, metadata, webhook, budget,
-    cache; not --timeout, --wait or --json), so running the same submit again (after a
-    timeout, say) returns the existing job instead of running and paying for it twice.
-    That holds even for a completed job, until its data expires (BATCHLINE_RETENTION_S
-    after it ends). The same job id with different content is refused. --new makes a new
-    job, with a random id, every time.
+    cache, format, templates, id column; not --timeout, --wait or --json), so running the
+    same submit again (after a timeout, say) returns the existing job instead of running
+    and paying for it twice. That holds even for a completed job, until its data expires
+    (BATCHLINE_RETENTION_S after it ends). The same job id with different content is
+    refused. --new makes a new job, with a random id, every time.
     """
     if fresh and job_id:
         raise click.UsageError("give --job-id or --new, not both")
+    if template is not None and template_file is not None:
+        raise click.UsageError("give --template or --template-file, not both")
+    if template_file is not None:
+        template = _read_template(template_file)
     defaults = {
         k: v
         for k, v in (("model", model), ("max_tokens", max_tokens), ("system", system))
-        if v is not None
+        if v is not None and not (k == "system" and template is not None)
     }
     options: dict[str, Any] = {
         "defaults": defaults,
@@ -197,6 +237,10 @@ def submit(
         "cache": cache,
     }
     for key, value in (
+        ("format", input_format),
+        ("template", template),
+        ("system_template", system if template is not None else None),
+        ("id_column", id_column),
         ("job_id", job_id),
         ("max_attempts", max_attempts),
         ("on_result", on_result),
@@ -224,8 +268,9 @@ def submit(
             f"job {result['job_id']}: accepted {result['accepted']} request(s){note}; "
             f"rejected {len(result['rejected'])}"
         )
+        unit = "row" if template is not None or _is_table(file, input_format) else "line"
         for line in result["rejected"][:20]:
-            err(f"  line {line['line']}: {line['reason']}")
+            err(f"  {unit} {line['line']}: {line['reason']}")
     # Progress ends with the final state (a last plain line, or the live view's last frame).
     final = follow(client, result["job_id"]) if wait else None
     if as_json:
@@ -257,24 +302,76 @@ def status(job_id: str, as_json: bool, watch: bool) -> None:
         )
 
 
+def _read_template(path: str) -> str:
+    with open(path, encoding="utf-8-sig") as f:
+        text = f.read()
+    # An editor's final newline is not part of the prompt.
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _is_table(file: str, input_format: str | None) -> bool:
+    from batchline.formats import TABLE_FORMATS, detect_format
+
+    return detect_format(file, input_format) in TABLE_FORMATS
+
+
+OUTPUT_FORMATS = ("csv", "tsv", "parquet", "jsonl")
+
+
 @main.command()
 @click.argument("job_id")
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, writable=True),
-    help="Write to this file instead of stdout.",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    help="Write to this file instead of stdout (.csv, .tsv, .parquet or .jsonl).",
 )
-@click.option("--ordered", is_flag=True, help="In input order.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(OUTPUT_FORMATS),
+    help="The table's format (default: from the output's extension, else jsonl).",
+)
+@click.option(
+    "--records",
+    is_flag=True,
+    help="The result records themselves (JSONL), not the input rows with answers.",
+)
+@click.option("--ordered", is_flag=True, help="Records in input order (tables always are).")
 @user_errors
-def results(job_id: str, output: str | None, ordered: bool) -> None:
-    """Write the job's result records as JSONL (one per custom_id)."""
+def results(
+    job_id: str, output: str | None, output_format: str | None, records: bool, ordered: bool
+) -> None:
+    """Write the job's results: the input rows in input order with the answer's columns
+    added (state, answer, error_type, error_message, input_tokens, output_tokens,
+    cost_usd) for a table job or a table output (-o answers.csv, .tsv, .parquet); else,
+    or with --records, the result records as JSONL (one per custom_id)."""
+    from batchline.outputs import output_format as pick_format
+    from batchline.outputs import write_table
+
+    if output == "-":
+        output = None
     client = _client()
-    records = client.results(job_id, ordered=ordered)
+    fmt = pick_format(output, output_format)
+    table = None if records else client.table(job_id)
+    if table is not None and (table.kept or fmt != "jsonl"):
+        if fmt == "parquet" and output is None:
+            raise click.UsageError("a Parquet table goes to a file: give -o answers.parquet")
+        if output is None:
+            write_table(table, sys.stdout.buffer, fmt)
+            return
+        from batchline.outputs import write_table_file
+
+        count = write_table_file(table, output, fmt)
+        click.echo(f"wrote {count} row(s) to {output}", err=True)
+        return
+    if output_format not in (None, "jsonl"):
+        raise click.UsageError("--records are JSONL")
+    found = client.results(job_id, ordered=ordered)
     out = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115
     count = 0
     try:
-        for rec in records:
+        for rec in found:
             out.write(orjson.dumps(rec) + b"\n")
             count += 1
     finally:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import sys
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import orjson
 import redis
@@ -18,14 +20,24 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 
 from batchline import memory
 from batchline.errors import BatchlineError, JobConflict, JobNotFound, JobRefused
+from batchline.formats import MAGIC_BYTES, Prefixed, compression_of, detect_format, read_exactly
 from batchline.pipeline.status import status as job_status
 from batchline.redisconn import connect
 from batchline.settings import Settings, get_settings
-from batchline.sources import READ_BYTES, resolve_source, upload_key, upload_segments
-from batchline.store import FINAL_JOB_STATES, Store
+from batchline.sources import (
+    READ_BYTES,
+    iter_blocks,
+    resolve_source,
+    upload_key,
+    upload_segments,
+)
+from batchline.store import FINAL_JOB_STATES, TABLE_OPTIONS, Store
+from batchline.tables import ResultTable
 from batchline.wire import dumps
 
 UPLOAD_TTL_S = 86400
+# Segments (about 4 MB of input each) sent to Redis at a time while uploading.
+UPLOAD_FLUSH_SEGMENTS = 8
 
 # What each option of `batchline.submit_job` is when it is not given (tasks/submit.py): an
 # option given with this value names the same job as one left out. Every option that
@@ -43,6 +55,10 @@ JOB_OPTION_DEFAULTS: dict[str, Any] = {
     "max_cost_usd": None,
     "cache": False,
     "cache_scope": "global",
+    "format": None,
+    "template": None,
+    "system_template": None,
+    "id_column": None,
 }
 # Changing how ids are derived must not make a retried submit look like a new job to a
 # client of another version, so the scheme is named in every hash.
@@ -73,7 +89,9 @@ def derive_job_id(content_sha256: str, options: Mapping[str, Any]) -> str:
     one given as its default counts as left out, and dict keys are sorted.
     """
     chosen = {k: v for k, v in options.items() if k != "job_id" and v is not None}
-    canonical = orjson.dumps({**JOB_OPTION_DEFAULTS, **chosen}, option=orjson.OPT_SORT_KEYS)
+    # Options added later are hashed only when set, so every id derived before stays.
+    base = {k: v for k, v in JOB_OPTION_DEFAULTS.items() if k not in TABLE_OPTIONS}
+    canonical = orjson.dumps({**base, **chosen}, option=orjson.OPT_SORT_KEYS)
     sha = hashlib.sha256(JOB_ID_SCHEME)
     for part in (content_sha256.encode(), canonical):
         sha.update(b"\n" + part)
@@ -143,51 +161,70 @@ class Client:
         """Store JSONL lines in Redis (compressed) for a submit; returns the upload id."""
         return self._upload(lines)[0]
 
-    def _upload(self, lines: Iterable[bytes]) -> tuple[str, str]:
-        """Upload the lines; returns the upload id and the sha256 of the bytes uploaded."""
+    def _upload(self, lines: Iterable[bytes], raw: bool = False) -> tuple[str, str]:
+        """Upload JSONL lines (or, `raw`, a file's bytes in blocks); returns the upload id
+        and the sha256 of the bytes uploaded."""
         upload_id = uuid.uuid4().hex
         key = upload_key(self.settings.key_prefix, upload_id)
         sha = hashlib.sha256()
 
         def hashed() -> Iterator[bytes]:
             for line in lines:
-                if not line.endswith(b"\n"):
+                if not raw and not line.endswith(b"\n"):
                     line += b"\n"
                 sha.update(line)
                 yield line
 
         pipe = self.r.pipeline(transaction=False)
-        empty = True
         size = 0
-        for segment in upload_segments(hashed()):
+        stored = 0  # bytes already in Redis
+        pending = 0  # segments queued on the pipe
+        hw = self.settings.redis_memory_high_water
+
+        def flush() -> None:
+            # Refused when the job would not fit in Redis (what is stored so far goes too).
+            nonlocal stored, pending
+            try:
+                memory.check_room(self.r, hw, size - stored + memory.job_needs(size), "this job")
+                pipe.expire(key, UPLOAD_TTL_S)
+                pipe.execute()
+            except redis.exceptions.OutOfMemoryError as exc:
+                self.r.delete(key)
+                raise memory.refusal(exc, "the upload") from None
+            except JobRefused:
+                self.r.delete(key)
+                raise
+            stored, pending = size, 0
+
+        segments = (zlib.compress(b, 1) for b in hashed()) if raw else upload_segments(hashed())
+        for segment in segments:
             pipe.rpush(key, segment)
             size += len(segment)
-            empty = False
-        if empty:  # an empty input is still an upload (the job is then refused as empty)
+            pending += 1
+            if pending >= UPLOAD_FLUSH_SEGMENTS:  # a large file never sits whole in memory
+                flush()
+        if size == 0:  # an empty input is still an upload (the job is refused as empty)
             pipe.rpush(key, zlib.compress(b""))
-        pipe.expire(key, UPLOAD_TTL_S)
-        # Refused here, before anything is stored, when the job would not fit in Redis.
-        hw = self.settings.redis_memory_high_water
-        memory.check_room(self.r, hw, size + memory.job_needs(size), "this job")
-        try:
-            pipe.execute()
-        except redis.exceptions.OutOfMemoryError as exc:
-            self.r.delete(key)
-            raise memory.refusal(exc, "the upload") from None
+        flush()
         return upload_id, sha.hexdigest()
 
     def submit(
         self,
-        source: str | Path | Iterable[dict[str, Any]],
+        source: str | Path | BinaryIO | Iterable[dict[str, Any]],
         *,
         timeout_s: float = 120,
         fresh: bool = False,
         **options: Any,
     ) -> dict[str, Any]:
-        """Submit a JSONL file (path) or request dicts; returns {job_id, accepted, rejected}.
+        """Submit a file (a path, "-" for standard input, or a binary stream) or request (or
+        row) dicts; returns {job_id, accepted, rejected}.
 
-        The requests travel through Redis, never inside the task message, so they do not
-        show up in Flower.
+        A file is JSONL, CSV, TSV or Parquet (from its extension, or `format=`), plain or
+        compressed with gzip or zstd. `template="Summarize: {text}"` (and `system_template`)
+        builds each row's prompt from its columns; `id_column` names the column that becomes
+        the custom_id (default: the row number). The workers read the file; the client only
+        uploads its bytes. The requests travel through Redis, never inside the task
+        message, so they do not show up in Flower.
 
         Idempotent: without a job_id the id is derived from the content and the options
         (derive_job_id), so the same submit again returns the existing job (`existing`
@@ -196,11 +233,10 @@ class Client:
         id; an explicit job_id wins. The same id with different content raises JobConflict.
         """
         _check_id_options(fresh, options)
-        if isinstance(source, (str, Path)):
-            with open(source, "rb") as f:
-                upload_id, digest = self._upload(f)
+        if isinstance(source, (str, Path)) or hasattr(source, "read"):
+            upload_id, digest, options = self._upload_file(cast(Any, source), options)
         else:
-            upload_id, digest = self._upload(dumps(obj) for obj in source)
+            upload_id, digest = self._upload(dumps(obj) for obj in cast(Any, source))
         key = upload_key(self.settings.key_prefix, upload_id)
         # Once a worker has answered, nobody reads the upload again: a new job's ingest
         # removed it, an existing job or a refusal left it. Without an answer the queued
@@ -208,6 +244,28 @@ class Client:
         return self._submit(
             {"upload": upload_id}, digest, fresh, timeout_s, options, lambda: self._drop(key)
         )
+
+    def _upload_file(
+        self, source: str | Path | BinaryIO, options: dict[str, Any]
+    ) -> tuple[str, str, dict[str, Any]]:
+        """Upload a file as it is; the options with its format (None for JSONL) set."""
+        name = None if hasattr(source, "read") else str(source)
+        fmt = detect_format(name, options.get("format"))
+        options = {**options, "format": None if fmt == "jsonl" else fmt}
+        if name is None:
+            return (*self._upload_stream(source, fmt), options)  # type: ignore[arg-type]
+        if name == "-":
+            return (*self._upload_stream(sys.stdin.buffer, fmt), options)
+        with open(name, "rb") as f:
+            return (*self._upload_stream(f, fmt), options)
+
+    def _upload_stream(self, stream: BinaryIO, fmt: str) -> tuple[str, str]:
+        head = read_exactly(stream, MAGIC_BYTES)
+        whole: Any = Prefixed(head, stream)
+        if fmt == "jsonl" and compression_of(head) is None:
+            # Line by line, as JSONL always was: the same file derives the same job id.
+            return self._upload(io.BufferedReader(whole))
+        return self._upload(iter_blocks(whole), raw=True)
 
     def submit_source(
         self, path: str, *, timeout_s: float = 120, fresh: bool = False, **options: Any
@@ -325,6 +383,26 @@ class Client:
         if self.store.job_state(job_id) is None:
             raise JobNotFound(f"no job {job_id!r}")
         return self.store.iter_records(job_id, ordered=ordered)
+
+    def table(self, job_id: str) -> ResultTable:
+        """The job's results as its input table: an iterable of rows (dicts), in input order,
+        each the input row's columns plus state, answer, error_type, error_message,
+        input_tokens, output_tokens and cost_usd (`.columns` names them in order). A job of
+        JSONL requests gives its custom_ids with the same columns."""
+        return ResultTable(self.store, job_id)
+
+    def dataframe(self, job_id: str) -> Any:
+        """The same table as a pandas DataFrame (pip install 'batchline[pandas]')."""
+        from batchline.outputs import dataframe
+
+        return dataframe(self.table(job_id))
+
+    def write_table(self, job_id: str, path: str | Path, format: str | None = None) -> int:
+        """Write the table to a CSV, TSV, Parquet or JSONL file (from `format` or the
+        extension); returns the number of rows written."""
+        from batchline.outputs import write_table_file
+
+        return write_table_file(self.table(job_id), path, format)
 
     # --- control ---
 

@@ -19,7 +19,8 @@ from batchline.errors import JobRefused, LineError
 from batchline.pricing import cost_nusd, estimate_cost_usd
 from batchline.sources import Item
 from batchline.store import JobOptions, Store, make_record
-from batchline.validation import Request, validate_stream
+from batchline.tables import RowWriter
+from batchline.validation import Request, RowSpec, validate_stream
 from batchline.wire import dumps, pack, pack_obj, unpack_obj
 
 FLUSH_EVERY = 1000
@@ -55,6 +56,7 @@ class IngestResult:
     deduplicated: int = 0
     saved_nusd: int = 0
     hook_marks: list[str] = field(default_factory=list)
+    table: dict[str, Any] | None = None  # a table job's shape (batchline.tables.RowWriter)
 
 
 class Ingest:
@@ -81,7 +83,15 @@ class Ingest:
 
     def run(self, items: Iterable[tuple[int, Item]]) -> IngestResult:
         s = self.store.settings
-        for entry in validate_stream(items, self.options.defaults, s.max_request_bytes):
+        o = self.options
+        rows = None
+        if o.table:
+            rows = RowSpec.build(o.template, o.system_template, o.id_column)
+            writer = RowWriter(self.store, self.job_id)
+            items = writer.tee(items)
+        elif o.id_column is not None:
+            rows = RowSpec.build(None, None, o.id_column)
+        for entry in validate_stream(items, o.defaults, s.max_request_bytes, rows):
             if isinstance(entry, LineError):
                 self._reject(entry)
             else:
@@ -89,6 +99,8 @@ class Ingest:
                 if len(self.pending) >= FLUSH_EVERY:
                     self._flush()
         self._flush()
+        if o.table:
+            self.result.table = writer.close()
         self.result.rejected.sort(key=lambda e: e.line)
         self._write_chunks()
         return self.result
@@ -257,7 +269,9 @@ def refuse(
 
 
 def job_fields(options: JobOptions, result: IngestResult, now: float) -> dict[str, Any]:
+    table = {"table": dumps(result.table)} if result.table is not None else {}
     return {
+        **table,
         "state": "pending",
         "options": options.to_json(),
         "total": result.accepted + result.rejected_count,

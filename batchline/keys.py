@@ -86,6 +86,12 @@ class JobKeys:
         return f"{self.base}:dupbatches"
 
     @property
+    def rows(self) -> str:
+        """List: the input rows of a table job, compressed in segments, in input order (what
+        results tables are written from: see batchline.tables)."""
+        return f"{self.base}:rows"
+
+    @property
     def upload(self) -> str:
         """List: compressed JSONL segments uploaded by the client before submit."""
         return f"{self.base}:upload"
@@ -109,6 +115,7 @@ class JobKeys:
             self.leaders,
             self.duplicates,
             self.upload,
+            self.rows,
             *(self.chunk(name).done for name in PSEUDO_CHUNKS),
         ]
 

@@ -1,8 +1,12 @@
-"""Where a job's lines come from: a JSONL file under the allowed directory, an upload, a list."""
+"""Where a job's input comes from: a file under the allowed directory, an upload, a list.
+
+How the bytes are read (JSONL, CSV, TSV, Parquet, compressed or not) is batchline.formats.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -16,6 +20,8 @@ from batchline.errors import JobRefused
 
 SEGMENT_BYTES = 4 * 1024 * 1024
 READ_BYTES = 1024 * 1024
+# A UTF-8 byte-order mark: Windows editors put one at the start of a file they save.
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +31,15 @@ class Oversized:
     size: int
 
 
-Item = bytes | Oversized | Any  # raw JSONL line, oversized marker, or an already parsed object
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row that cannot be read as one (a CSV row with the wrong number of fields, say)."""
+
+    reason: str
+
+
+# raw JSONL line, oversized or bad-row marker, or an already parsed object (a row, a request)
+Item = bytes | Oversized | BadRow | Any
 
 
 def upload_key(prefix: str, upload_id: str) -> str:
@@ -48,13 +62,17 @@ def resolve_source(path: str, source_dir: Path) -> Path:
 
 
 def iter_lines(stream: BinaryIO, max_bytes: int) -> Iterator[tuple[int, Item]]:
-    """(line number, line) for every non-blank line; lines over max_bytes become Oversized."""
+    """(line number, line) for every non-blank line; lines over max_bytes become Oversized.
+
+    A byte-order mark before the first line is dropped; CRLF line ends are accepted."""
     number = 0
     while True:
         line = stream.readline(max_bytes + 2)
         if not line:
             return
         number += 1
+        if number == 1 and line.startswith(BOM):
+            line = line[len(BOM) :]
         if len(line) > max_bytes + 1 or (len(line) == max_bytes + 1 and not line.endswith(b"\n")):
             size = len(line)
             while not line.endswith(b"\n"):
@@ -69,10 +87,11 @@ def iter_lines(stream: BinaryIO, max_bytes: int) -> Iterator[tuple[int, Item]]:
             yield number, stripped
 
 
-class UploadStream:
-    """Reads an uploaded JSONL (compressed segments in a Redis list) as one binary stream."""
+class UploadStream(io.RawIOBase):
+    """Reads an upload (compressed segments in a Redis list) as one binary stream."""
 
     def __init__(self, r: redis.Redis, key: str):
+        super().__init__()
         self.r = r
         self.key = key
         self.index = 0
@@ -88,7 +107,19 @@ class UploadStream:
         self.pos = 0
         return True
 
-    def readline(self, limit: int = -1) -> bytes:
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self.pos >= len(self.buffer) and not self._fill():
+            return 0
+        n = min(len(b), len(self.buffer) - self.pos)
+        b[:n] = self.buffer[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        limit = -1 if size is None else size
         while True:
             end = self.buffer.find(b"\n", self.pos)
             available = len(self.buffer) - self.pos
@@ -120,6 +151,23 @@ def upload_segments(lines: Iterable[bytes]) -> Iterator[bytes]:
             buf, size = [], 0
     if buf:
         yield zlib.compress(b"".join(buf), 1)
+
+
+def iter_blocks(stream: BinaryIO) -> Iterator[bytes]:
+    """A file's bytes as they are (any format), in blocks of SEGMENT_BYTES (one upload
+    segment each)."""
+    while True:
+        parts: list[bytes] = []
+        size = 0
+        while size < SEGMENT_BYTES:  # a pipe or a raw stream may read short
+            more = stream.read(SEGMENT_BYTES - size)
+            if not more:
+                break
+            parts.append(more)
+            size += len(more)
+        if not parts:
+            return
+        yield b"".join(parts)
 
 
 def iter_objects(requests: list[Any]) -> Iterator[tuple[int, Item]]:

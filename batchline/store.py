@@ -66,6 +66,10 @@ CHUNK_FLOATS = (
 )
 
 
+# JobOptions fields about the input's form, in the fingerprint only when set.
+TABLE_OPTIONS = ("format", "template", "system_template", "id_column")
+
+
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
@@ -86,22 +90,37 @@ class JobOptions:
     max_cost_usd: float | None = None
     cache: bool = False
     cache_scope: str = "global"
+    # The input's form and how its rows become requests (see batchline.formats, RowSpec in
+    # batchline.validation): None is JSONL of requests, or the source's extension.
+    format: str | None = None
+    template: str | None = None
+    system_template: str | None = None
+    id_column: str | None = None
 
     def canonical(self) -> bytes:
         """The options that define the job's content, for its fingerprint."""
-        return dumps(
-            {
-                "defaults": self.defaults,
-                "on_result": self.on_result,
-                "on_complete": self.on_complete,
-                "max_attempts": self.max_attempts,
-                "metadata": self.metadata,
-                "accept_invalid": self.accept_invalid,
-                "max_cost_usd": self.max_cost_usd,
-                "cache": self.cache,
-                "cache_scope": self.cache_scope,
-            }
-        )
+        fields: dict[str, Any] = {
+            "defaults": self.defaults,
+            "on_result": self.on_result,
+            "on_complete": self.on_complete,
+            "max_attempts": self.max_attempts,
+            "metadata": self.metadata,
+            "accept_invalid": self.accept_invalid,
+            "max_cost_usd": self.max_cost_usd,
+            "cache": self.cache,
+            "cache_scope": self.cache_scope,
+        }
+        # Added later: only when set, so a job stored before them keeps its fingerprint.
+        for name in TABLE_OPTIONS:
+            if getattr(self, name) is not None:
+                fields[name] = getattr(self, name)
+        return dumps(fields)
+
+    @property
+    def table(self) -> bool:
+        """True when the input is a table whose rows are kept for a results table (a template
+        over rows, or a CSV, TSV or Parquet input)."""
+        return self.template is not None or self.format in ("csv", "tsv", "parquet")
 
     def to_json(self) -> bytes:
         return dumps(self.__dict__)

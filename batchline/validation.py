@@ -1,4 +1,5 @@
-"""Input validation: one JSONL line or dict in, a ready-to-send batch request (or a reason) out."""
+"""Input validation: one JSONL line, row or dict in, a ready-to-send batch request (or a
+reason) out. Rows of a table become requests through the job's templates (RowSpec)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from anthropic.types.message_create_params import MessageCreateParamsNonStreamin
 
 from batchline.chunking import TAG_BYTES
 from batchline.errors import JobRefused, LineError
-from batchline.sources import Oversized
+from batchline.sources import BadRow, Oversized
+from batchline.templates import RowRefused, Template
 
 API_CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAPPED_PREFIX = "bl-"
@@ -59,6 +61,78 @@ class Request:
 
 class InvalidLine(Exception):
     """One line's reason for refusal (internal: becomes a LineError)."""
+
+
+@dataclass(frozen=True)
+class RowError(LineError):
+    """A refused row of a table: shown as `row N` (the first row after the header is 1)."""
+
+    def __str__(self) -> str:
+        who = f" ({self.custom_id})" if self.custom_id else ""
+        return f"row {self.line}{who}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """How the rows of a table job become requests: the prompt and system templates fill
+    from the row's columns, and the id column (else the row number) is the custom_id. With
+    no template, a row is a request itself (columns `prompt`, `messages`, `custom_id`...)."""
+
+    template: Template | None = None
+    system: Template | None = None
+    id_column: str | None = None
+
+    @classmethod
+    def build(cls, template: str | None, system: str | None, id_column: str | None) -> RowSpec:
+        """Check the job's row options; JobRefused names what is wrong."""
+        if system is not None and template is None:
+            raise JobRefused("system_template needs a template for the prompt")
+        if id_column is not None and (not isinstance(id_column, str) or not id_column):
+            raise JobRefused("id_column must be a non-empty string")
+        return cls(
+            template=Template.parse(template) if template is not None else None,
+            system=Template.parse(system, "system template") if system is not None else None,
+            id_column=id_column,
+        )
+
+    @property
+    def shapes_rows(self) -> bool:
+        """True when rows are not requests as they stand."""
+        return self.template is not None or self.id_column is not None
+
+    def custom_id(self, row: Mapping[str, Any], number: int) -> str | None:
+        """The custom_id a row is sent under, or None when the row gives no usable one."""
+        if self.id_column is not None:
+            value = row.get(self.id_column)
+            return None if value is None or value == "" else str(value)
+        if self.template is not None:
+            return str(number)
+        value = row.get("custom_id")
+        if value is None:
+            return f"line-{number}"
+        return value if isinstance(value, str) and value else None
+
+    def request(self, row: Any, number: int) -> dict[str, Any]:
+        """The request object (as a JSONL line would give it) for one row."""
+        if not isinstance(row, dict):
+            raise InvalidLine("a row must be a JSON object")
+        if self.id_column is not None:
+            if self.id_column not in row:
+                raise InvalidLine(f"missing column {self.id_column!r} (the id column)")
+            if self.custom_id(row, number) is None:
+                raise InvalidLine(f"column {self.id_column!r} (the id column) is empty")
+        if self.template is None:
+            obj = {k: v for k, v in row.items() if k != self.id_column}
+            if self.id_column is not None:
+                obj["custom_id"] = self.custom_id(row, number)
+            return obj
+        try:
+            obj = {"custom_id": self.custom_id(row, number), "prompt": self.template.render(row)}
+            if self.system is not None:
+                obj["system"] = self.system.render(row)
+        except RowRefused as exc:
+            raise InvalidLine(str(exc)) from None
+        return obj
 
 
 def api_custom_id(custom_id: str) -> str:
@@ -187,7 +261,10 @@ def validate_one(obj: Any, line: int, defaults: Mapping[str, Any], max_bytes: in
     if custom_id is None:
         custom_id = f"line-{line}"
     api_id = api_custom_id(custom_id)
-    params_json = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+    try:
+        params_json = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidLine(f"cannot be sent as JSON ({exc})") from None
     wire = b'{"custom_id":' + orjson.dumps(api_id) + b',"params":' + params_json + b"}"
     if len(wire) > max_bytes:
         raise InvalidLine(f"request is {len(wire)} bytes, over the limit of {max_bytes}")
@@ -219,8 +296,17 @@ def parse_line(raw: bytes, line: int, defaults: Mapping[str, Any], max_bytes: in
     return validate_one(obj, line, defaults, max_bytes)
 
 
-def custom_id_hint(raw: bytes | Any) -> str | None:
+def custom_id_hint(raw: bytes | Any, rows: RowSpec | None = None, number: int = 0) -> str | None:
     """Best-effort custom_id of a refused line, for error messages."""
+    if rows is not None and rows.id_column is not None:
+        if isinstance(raw, (bytes, bytearray)):
+            try:
+                raw = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return None
+        return rows.custom_id(raw, number) if isinstance(raw, dict) else None
+    if rows is not None and rows.template is not None:
+        return None  # the row number, shown already
     if isinstance(raw, dict):
         cid = raw.get("custom_id")
         return cid if isinstance(cid, str) else None
@@ -231,19 +317,45 @@ def custom_id_hint(raw: bytes | Any) -> str | None:
     return custom_id_hint(obj) if isinstance(obj, dict) else None
 
 
+def parse_row(raw: bytes) -> Any:
+    """One JSONL line holding a row (a JSON object of column -> value)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "utf-8" in str(exc).lower() or "surrogates" in str(exc).lower():
+            raise InvalidLine("not valid UTF-8") from None
+        raise InvalidLine("not valid JSON") from None
+
+
 def validate_stream(
-    items: Iterable[tuple[int, bytes | Any]], defaults: Mapping[str, Any], max_bytes: int
+    items: Iterable[tuple[int, bytes | Any]],
+    defaults: Mapping[str, Any],
+    max_bytes: int,
+    rows: RowSpec | None = None,
 ) -> Iterator[Request | LineError]:
-    """Validate (line number, raw line or parsed object) pairs in order."""
+    """Validate (line number, raw line or parsed object) pairs in order. With `rows` (a
+    table job) each item is a row, shaped into a request by the spec, and refused as a row."""
+    error = LineError if rows is None else RowError
+    unit = "line" if rows is None else "row"
     for line, item in items:
         if isinstance(item, Oversized):
-            reason = f"line is {item.size} bytes, over the limit of {max_bytes}"
-            yield LineError(line=line, reason=reason)
+            reason = f"{unit} is {item.size} bytes, over the limit of {max_bytes}"
+            yield error(line=line, reason=reason)
+            continue
+        if isinstance(item, BadRow):
+            yield error(line=line, reason=item.reason)
             continue
         try:
-            if isinstance(item, (bytes, bytearray, memoryview)):
+            if rows is not None and rows.shapes_rows:
+                if isinstance(item, (bytes, bytearray, memoryview)):
+                    if len(item) > max_bytes:
+                        size = len(item)
+                        raise InvalidLine(f"row is {size} bytes, over the limit of {max_bytes}")
+                    item = parse_row(bytes(item))
+                yield validate_one(rows.request(item, line), line, defaults, max_bytes)
+            elif isinstance(item, (bytes, bytearray, memoryview)):
                 yield parse_line(bytes(item), line, defaults, max_bytes)
             else:
                 yield validate_one(item, line, defaults, max_bytes)
         except InvalidLine as exc:
-            yield LineError(line=line, reason=str(exc), custom_id=custom_id_hint(item))
+            yield error(line=line, reason=str(exc), custom_id=custom_id_hint(item, rows, line))

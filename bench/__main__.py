@@ -19,11 +19,13 @@ from rich.console import Console
 from bench import (
     batchline_run,
     cache_run,
+    durable_writes,
     emulator_speed,
     plain_celery,
     polling,
     report,
     sequential,
+    table_ingest,
 )
 from bench.jobgen import Job, write_job
 from bench.stack import BENCH_SETTINGS
@@ -36,6 +38,8 @@ SECTIONS = (
     "cache",
     "polling",
     "emulator_speed",
+    "table_ingest",
+    "durable_writes",
 )
 DEFAULT_OUT = Path("bench/out/results.json")
 QUICK_REQUESTS = 300
@@ -147,6 +151,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "pipeline has that setting, else retrieve alone",
     )
     p.add_argument("--emulator-requests", type=int, default=None)
+    p.add_argument(
+        "--durable-creates",
+        type=int,
+        default=None,
+        help=f"creates per durable_writes mode (default {durable_writes.DEFAULT_CREATES}; "
+        f"{durable_writes.QUICK_CREATES} with --quick)",
+    )
+    p.add_argument(
+        "--table-rows",
+        type=int,
+        default=None,
+        help=f"rows of the CSV ingest (default {table_ingest.DEFAULT_ROWS:,}; "
+        f"--quick: {table_ingest.QUICK_ROWS:,})",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="keep logs and files here")
     args = p.parse_args(argv)
     only = [s.strip() for group in args.only for s in group.split(",") if s.strip()]
@@ -158,6 +176,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.requests = QUICK_REQUESTS if args.quick else 100_000
     if args.io_requests is None:
         args.io_requests = min(args.requests, QUICK_IO_REQUESTS) if args.quick else args.requests
+    if args.durable_creates is None:
+        args.durable_creates = (
+            durable_writes.QUICK_CREATES if args.quick else durable_writes.DEFAULT_CREATES
+        )
     return args
 
 
@@ -227,6 +249,15 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             sections["polling"] = polling.run(work / "polling", cfg)
         if step("emulator_speed", "the emulator's create against a null server"):
             sections["emulator_speed"] = emulator_speed.run(args.emulator_requests or args.requests)
+        if step("table_ingest", "a CSV with a template: ingest memory at two sizes"):
+            quick_rows = table_ingest.QUICK_ROWS if args.quick else table_ingest.DEFAULT_ROWS
+            sections["table_ingest"] = table_ingest.run(
+                work / "table_ingest", args.table_rows or quick_rows
+            )
+        if step("durable_writes", f"{args.durable_creates:,} creates per durable_writes mode"):
+            sections["durable_writes"] = durable_writes.run(
+                work / "durable_writes", args.durable_creates
+            )
         timer.stop()
     finally:
         if args.workdir is None:
@@ -240,6 +271,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "topology": args.topology,
             "sections": args.sections,
             "quick": args.quick,
+            "durable_creates": args.durable_creates,
         },
         "job": {
             "requests": main_job.count,

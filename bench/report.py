@@ -13,6 +13,8 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from bench import durable_writes, table_ingest
+
 MB = 1e6
 # Worker memory must stay under this multiple of the batch's create body.
 MEMORY_BODY_RATIO = 2.5
@@ -196,6 +198,7 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
             note="bench.emulator_speed",
         )
     )
+    out += table_ingest.targets(s, _target)
     return out
 
 
@@ -452,6 +455,8 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{emu['ratio']:.2f}x",
             )
         )
+    out += table_ingest.rows(s)
+    out += durable_writes.rows(s)
     return out
 
 

@@ -30,12 +30,24 @@ def submit_job(
     max_cost_usd: float | None = None,
     cache: bool = False,
     cache_scope: str = "global",
+    format: str | None = None,
+    template: str | None = None,
+    system_template: str | None = None,
+    id_column: str | None = None,
 ) -> dict[str, Any]:
-    """Validate, store and start a job; returns {job_id, accepted, rejected, existing}."""
-    from batchline.validation import check_defaults
+    """Validate, store and start a job; returns {job_id, accepted, rejected, existing}.
+
+    `format` (jsonl, csv, tsv, parquet; default: the source's extension, else jsonl) says how
+    to read `source` or `upload`; `template` and `system_template` build each row's prompt
+    from its columns, `id_column` names the column that becomes the custom_id."""
+    from batchline.formats import detect_format
+    from batchline.validation import RowSpec, check_defaults
     from batchline.webhooks.endpoints import check_job_webhook
 
     settings = get_settings()
+    if format is not None:
+        detect_format(None, format)  # refused now when unknown
+    RowSpec.build(template, system_template, id_column)  # refused now when unusable
     if webhook_url is not None:
         check_job_webhook(webhook_url, settings)
     base_defaults: dict[str, Any] = {}
@@ -56,6 +68,10 @@ def submit_job(
         max_cost_usd=max_cost_usd,
         cache=cache,
         cache_scope=cache_scope,
+        format=format,
+        template=template,
+        system_template=system_template,
+        id_column=id_column,
     )
     return dict(
         self.step(

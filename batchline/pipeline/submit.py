@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import uuid
@@ -13,6 +14,7 @@ import redis
 
 from batchline import logs, memory
 from batchline.errors import JobConflict, JobRefused
+from batchline.formats import MissingExtra, detect_format, read_items, read_path
 from batchline.ingest import Ingest, fingerprint, job_fields, refuse
 from batchline.lease import Lease
 from batchline.pipeline.context import Context, Defer
@@ -21,7 +23,6 @@ from batchline.sources import (
     Item,
     UploadStream,
     fingerprint_objects,
-    iter_lines,
     iter_objects,
     resolve_source,
     upload_key,
@@ -31,6 +32,7 @@ from batchline.wire import SubmitResult, dumps
 
 JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 READ_BLOCK = 1024 * 1024
+DIGEST_SEGMENTS = 4
 
 
 def new_job_id() -> str:
@@ -40,7 +42,14 @@ def new_job_id() -> str:
 class Input:
     """A job's input, readable twice: once to fingerprint it, once to ingest it."""
 
-    def __init__(self, ctx: Context, requests: Any, source: str | None, upload: str | None):
+    def __init__(
+        self,
+        ctx: Context,
+        requests: Any,
+        source: str | None,
+        upload: str | None,
+        fmt: str | None = None,
+    ):
         given = [x is not None for x in (requests, source, upload)]
         if sum(given) != 1:
             raise JobRefused("give exactly one of requests, source or upload")
@@ -50,6 +59,8 @@ class Input:
         self.upload = upload_key(ctx.settings.key_prefix, upload) if upload else None
         if self.upload and not ctx.store.r.exists(self.upload):
             raise JobRefused(f"upload {upload!r} not found (expired or already used)")
+        # A source's format comes from its extension unless given; an upload's is given.
+        self.format = detect_format(self.path.name if self.path else None, fmt)
 
     def digest(self) -> str:
         """sha256 of the input's bytes (the same for a file and its upload)."""
@@ -60,9 +71,11 @@ class Input:
             with open(self.path, "rb") as f:
                 while block := f.read(READ_BLOCK):
                     sha.update(block)
-        else:
-            for segment in self.ctx.store.r.lrange(self.upload, 0, -1):
-                sha.update(zlib.decompress(segment))
+        else:  # a few segments at a time: an upload may be larger than the worker's memory
+            r = self.ctx.store.r
+            for start in range(0, int(r.llen(self.upload)), DIGEST_SEGMENTS):
+                for segment in r.lrange(self.upload, start, start + DIGEST_SEGMENTS - 1):
+                    sha.update(zlib.decompress(segment))
         return sha.hexdigest()
 
     def stored_bytes(self) -> int:
@@ -77,14 +90,17 @@ class Input:
 
     def items(self) -> Iterator[tuple[int, Item]]:
         limit = self.ctx.settings.max_request_bytes
-        if self.requests is not None:
-            yield from iter_objects(self.requests)
-        elif self.path is not None:
-            with open(self.path, "rb") as f:
-                yield from iter_lines(f, limit)
-        else:
-            assert self.upload is not None
-            yield from iter_lines(UploadStream(self.ctx.store.r, self.upload), limit)  # type: ignore[arg-type]
+        try:
+            if self.requests is not None:
+                yield from iter_objects(self.requests)
+            elif self.path is not None:
+                yield from read_path(self.path, self.format, limit)
+            else:
+                assert self.upload is not None
+                stream = UploadStream(self.ctx.store.r, self.upload)
+                yield from read_items(stream, self.format, limit)  # type: ignore[arg-type]
+        except MissingExtra as exc:
+            raise JobRefused(f"{exc} (on the workers)") from None
 
 
 def _existing(ctx: Context, job_id: str) -> SubmitResult:
@@ -126,7 +142,9 @@ def submit(
         raise JobRefused("job_id must be 1-128 characters of letters, digits, . _ : -")
     if options.max_attempts < 1:
         raise JobRefused("max_attempts must be at least 1")
-    data = Input(ctx, requests, source, upload)
+    data = Input(ctx, requests, source, upload, options.format)
+    if options.format is None and data.format != "jsonl":  # a source's extension said it
+        options = dataclasses.replace(options, format=data.format)
     # Which Redis server answers, noted before any chunk is made: a chunk made before a
     # server was first seen is looked for before it is created (see durability).
     store.server_since()
@@ -170,7 +188,10 @@ def _ingest(
 ) -> SubmitResult:
     store, r = ctx.store, ctx.store.r
     ingest = Ingest(store, job_id, options, on_flush=lease.renew)
-    result = ingest.run(data.items())
+    try:
+        result = ingest.run(data.items())
+    except JobRefused as exc:  # an input unreadable past some point: nothing stays
+        raise refuse(store, job_id, ingest, str(exc)) from None
     if result.accepted == 0 and result.rejected_count == 0:
         raise refuse(store, job_id, ingest, "the input has no requests")
     if result.rejected_count and not options.accept_invalid:
@@ -178,7 +199,8 @@ def _ingest(
             store,
             job_id,
             ingest,
-            f"{result.rejected_count} invalid line(s), nothing was sent",
+            f"{result.rejected_count} invalid {'row' if options.table else 'line'}(s), "
+            "nothing was sent",
             result.rejected,
         )
     if options.max_cost_usd is not None and result.estimated_cost_usd > options.max_cost_usd:

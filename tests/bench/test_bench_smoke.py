@@ -73,6 +73,23 @@ def test_quick_harness_reports_every_section_with_numbers(tmp_path: Path) -> Non
     assert _number(s["polling"]["direct"]["calls_ratio"])
     assert _number(s["emulator_speed"]["ratio"])
 
+    # Durable writes: each mode made its creates through the pipeline's create path, the
+    # replica one waiting for the replica, and `auto` chooses it while a replica is connected
+    dw = s["durable_writes"]
+    assert dw["replicas"] == 1 and dw["auto_waits_for"] == "replica"
+    off, replica = dw["modes"]["off"], dw["modes"]["replica"]
+    for m in (off, replica):
+        assert m["creates"] == report["args"]["durable_creates"] and m["not_created"] == 0
+        assert m["polls_scheduled"] == m["creates"]  # every create adopted its batch
+        assert _number(m["creates_per_s"]) and _number(m["ms_per_create"]["mean"])
+        assert _number(m["intent_ms"]["mean"]) and _number(m["claim_ms"]["mean"])
+    assert off["waits_for"] is None and replica["waits_for"] == "replica"
+    assert _number(replica["added_ms_per_create"])
+    assert _number(replica["added_ms_intent_and_claim"])
+    fsync = dw["modes"]["fsync"]
+    assert _number(fsync["creates_per_s"]) if fsync["available"] else "WAITAOF" in fsync["note"]
+    assert b"Durable writes" in done.stdout
+
     # And every target has a value and a verdict, and the table was printed
     assert report["targets"] and all(_number(t["value"]) for t in report["targets"])
     assert all(t["result"] in ("pass", "miss", "n/a") for t in report["targets"])
