@@ -10,7 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 # Dependencies first, from pyproject.toml alone: a code change does not reinstall them.
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+# The workers also read Parquet and zstd inputs: those optional extras are installed too.
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['parquet'] + p['optional-dependencies']['zstd']))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
 COPY batchline ./batchline
