@@ -300,6 +300,14 @@ def status(job_id: str, as_json: bool, watch: bool) -> None:
             f"{b['status']:<11} {b['processed']}/{b['requests']}"
             + (f" error: {b['error']}" if b.get("error") else "")
         )
+    for blocked in st.get("blocked", []):
+        click.echo(
+            f"  blocked: batch {blocked['chunk']} ({blocked['reason']}): {blocked['error']}; "
+            f"`{blocked['command']}`"
+            + (f" or `{blocked['resend_command']}`" if blocked.get("resend_command") else "")
+        )
+    for wait in st.get("recovery", []):
+        click.echo(f"  waiting on recovery: {wait['what']}")
 
 
 def _read_template(path: str) -> str:

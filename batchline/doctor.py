@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from batchline.keys import FleetKeys
 from batchline.redaction import redact_url
+from batchline.redisconn import connect
 from batchline.settings import Settings
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -55,16 +56,22 @@ def run(load_settings: Callable[[], Settings], timeout_s: float = 1.5) -> list[C
             )
         ]
     checks = [Check("settings", OK, f"state in {redact_url(settings.state)}")]
-    state_ok = _redis_check(checks, "redis", settings.state)
+    state_ok = _redis_check(checks, "redis", settings.state, settings)
     broker_ok = state_ok
     if settings.broker != settings.state:
-        broker_ok = _redis_check(checks, "broker", settings.broker)
+        broker_ok = _redis_check(checks, "broker", settings.broker, settings)
     if state_ok:
         checks.append(_beat_check(settings))
     if broker_ok:
         checks += _worker_checks(settings, timeout_s)
     else:
         checks.append(Check("workers", SKIP, "not checked: the broker is unreachable"))
+    from batchline import doctor_jobs  # its checks build on this module's
+
+    if state_ok and broker_ok:
+        checks.append(doctor_jobs.recovery_check(settings))
+    if state_ok:
+        checks += doctor_jobs.blocked_checks(settings)
     checks.append(api_check())
     return checks
 
@@ -79,18 +86,18 @@ def settings_problem(exc: ValidationError) -> str:
     return "invalid setting " + "; ".join(parts)
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
 # --- Redis ---
 
 
-def _redis_check(checks: list[Check], name: str, url: str) -> bool:
+def _redis_check(checks: list[Check], name: str, url: str, settings: Settings) -> bool:
     shown = redact_url(url)
     try:
-        r = redis.Redis.from_url(
-            url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        r = connect(
+            url, settings, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
         )
         r.ping()
         info: dict[str, Any] = r.info()
@@ -98,7 +105,7 @@ def _redis_check(checks: list[Check], name: str, url: str) -> bool:
         if urlsplit(url).password is None:
             detail = f"{shown} requires a password and the URL has none"
         else:
-            detail = f"{shown} refused the password: {_one_line(str(exc))}"
+            detail = f"{shown} refused the password: {one_line(str(exc))}"
         checks.append(
             Check(name, FAIL, detail, "put the password in the URL: redis://:PASSWORD@host:6379/0")
         )
@@ -112,7 +119,7 @@ def _redis_check(checks: list[Check], name: str, url: str) -> bool:
             Check(
                 name,
                 FAIL,
-                f"cannot reach {shown}: {_one_line(str(exc))}",
+                f"cannot reach {shown}: {one_line(str(exc))}",
                 "is redis-server running there? (docker compose: `docker compose ps redis`); "
                 "check BATCHLINE_REDIS_URL",
             )
@@ -208,7 +215,7 @@ def _worker_checks(settings: Settings, timeout_s: float) -> list[Check]:
 
 def _beat_check(settings: Settings) -> Check:
     """The sweeper re-arms whatever went quiet; beat must run it (one instance)."""
-    r = redis.Redis.from_url(settings.state, socket_timeout=2)
+    r = connect(settings.state, settings, socket_timeout=2)
     last = r.get(FleetKeys(settings.key_prefix).last_sweep)
     hint = "start one beat: `celery -A workers beat` (docker compose: the beat service)"
     if last is None:
@@ -223,7 +230,7 @@ def _queue_depths(settings: Settings) -> dict[str, int]:
     from batchline.metrics import PRIORITY_SEP, PRIORITY_STEPS
     from workers.queues import Queue
 
-    r = redis.Redis.from_url(settings.broker, socket_timeout=REDIS_TIMEOUT_S)
+    r = connect(settings.broker, settings, socket_timeout=REDIS_TIMEOUT_S)
     pipe = r.pipeline(transaction=False)
     for q in Queue:
         for step in PRIORITY_STEPS:
@@ -288,7 +295,7 @@ def api_check() -> Check:
         return Check(
             "api",
             FAIL,
-            f"cannot reach the {where}: {_one_line(str(exc.__cause__ or exc))}",
+            f"cannot reach the {where}: {one_line(str(exc.__cause__ or exc))}",
             "check ANTHROPIC_BASE_URL and the network"
             + ("; is `batchline emulator` running?" if base != DEFAULT_API_URL else ""),
         )
@@ -296,7 +303,7 @@ def api_check() -> Check:
 
 
 def _api_message(exc: Any) -> str:
-    return _one_line(str(getattr(exc, "api_message", None) or exc.message))[:200]
+    return one_line(str(getattr(exc, "api_message", None) or exc.message))[:200]
 
 
 def _is_emulator(base: str) -> bool:

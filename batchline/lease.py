@@ -1,30 +1,85 @@
-"""Exclusive, renewable leases in Redis: one worker at a time per step, and a dead holder's
-lease runs out after `lease_s` so another worker can take over."""
+"""Exclusive, renewable leases in Redis: one worker at a time per step. A lease names the
+worker process that holds it, so a lease whose holder died is taken over at once; any other
+lease runs out `lease_s` after its last renewal."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 import redis
 
+from batchline import logs
+
+# A lease's value is its token, then (in a worker) SEP and the holder's alive key
+# (batchline.liveness), which expires soon after the worker's heartbeats stop.
+SEP = "|"
+
+FREE, HELD, ORPHANED = "free", "held", "orphaned"
+
+# Steps that resume where they stopped (a fan-out resumes from its last published slice)
+# give their lease up when their worker is shutting down: renewing fails, the step hands
+# over to another worker, and the shutdown does not wait for the whole step.
+YIELD_AT_SHUTDOWN = (":lease:fanout:",)
+
 # Renew a lease this holder still owns, or take it again if it ran out and nobody took it.
+# KEYS: the lease, and (optional) this worker's report hash. ARGV: token, value, ttl ms, yield.
 _RENEW = """
+if ARGV[4] == '1' and KEYS[2] and redis.call('HGET', KEYS[2], 'state') == 'stopping' then
+  return 0
+end
 local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if holder and string.match(holder, '^[^|]*') ~= ARGV[1] then
+  return 0
 end
-if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
 """
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if holder and string.match(holder, '^[^|]*') == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+# Take over a lease whose holder is dead: the value is still the one read, and the holder's
+# alive key is gone. KEYS: the lease, the holder's alive key. ARGV: value read, value, ttl ms.
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """This worker process, as leases name it: its alive key and its report hash."""
+
+    alive_key: str
+    report_key: str
+
+
+_holder: Holder | None = None
+
+
+def set_holder(holder: Holder | None) -> None:
+    """Name this process (and the pool processes it forks) in every lease it takes."""
+    global _holder
+    _holder = holder
+
+
+def current_holder() -> Holder | None:
+    return _holder
+
+
+def _alive_key(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    _, sep, alive_key = text.partition(SEP)
+    return alive_key if sep and alive_key else None
 
 
 class Lease:
@@ -37,18 +92,51 @@ class Lease:
         self.key = key
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.token = token or uuid.uuid4().hex
+        self.yields = any(part in key for part in YIELD_AT_SHUTDOWN)
+
+    @property
+    def value(self) -> str:
+        holder = _holder
+        return f"{self.token}{SEP}{holder.alive_key}" if holder else self.token
 
     def acquire(self) -> bool:
-        return bool(self.r.set(self.key, self.token, nx=True, px=self.ttl_ms))
+        """Take the lease if it is free, or if its holder is a worker that has died."""
+        value = self.value
+        if self.r.set(self.key, value, nx=True, px=self.ttl_ms):
+            return True
+        current = self.r.get(self.key)
+        if current is None:
+            return bool(self.r.set(self.key, value, nx=True, px=self.ttl_ms))
+        alive_key = _alive_key(current)
+        if alive_key is None or (_holder is not None and alive_key == _holder.alive_key):
+            return False
+        taken = bool(self.r.eval(_TAKE_OVER, 2, self.key, alive_key, current, value, self.ttl_ms))
+        if taken:
+            logs.warning("lease.taken_over", lease=self.key, dead_holder=alive_key)
+        return taken
 
     def renew(self) -> bool:
         """Extend the lease (taking it again if it ran out unclaimed); False when another
-        holder has it now."""
-        return bool(self.r.eval(_RENEW, 1, self.key, self.token, self.ttl_ms))
+        holder has it now, or when a step that can hand over runs in a worker that is
+        shutting down."""
+        holder = _holder
+        keys = [self.key] if holder is None else [self.key, holder.report_key]
+        args = [self.token, self.value, self.ttl_ms, "1" if self.yields else "0"]
+        return bool(self.r.eval(_RENEW, len(keys), *keys, *args))
 
     def release(self) -> None:
         self.r.eval(_RELEASE, 1, self.key, self.token)
 
     def held(self) -> bool:
-        """Someone holds this lease (not necessarily this holder)."""
-        return bool(self.r.exists(self.key))
+        """Someone holds this lease (not necessarily this holder), and is not a dead worker."""
+        return self.state() == HELD
+
+    def state(self) -> str:
+        """FREE, HELD, or ORPHANED (its holder is a worker whose heartbeat stopped)."""
+        current = self.r.get(self.key)
+        if current is None:
+            return FREE
+        alive_key = _alive_key(current)
+        if alive_key is None or self.r.exists(alive_key):
+            return HELD
+        return ORPHANED

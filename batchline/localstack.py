@@ -99,6 +99,20 @@ class Proc:
             assert self.proc is not None
             self.proc.wait(10)
 
+    def stop_gracefully(self, timeout: float = 60) -> bool:
+        """SIGTERM to the main process only, as `docker stop` and Kubernetes send it, and wait:
+        True if it exited by itself within timeout (else it is killed, and False)."""
+        if not self.alive():
+            return True
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return False
+        return True
+
     def stop(self, timeout: float = 15) -> None:
         if not self.alive():
             return

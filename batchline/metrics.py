@@ -16,8 +16,10 @@ from prometheus_client.registry import Collector
 
 from batchline import logs
 from batchline.keys import FleetKeys, JobKeys
+from batchline.metrics_recovery import RECOVERY_ACTIONS, recovery_metrics
 from batchline.pricing import NANO
 from batchline.redaction import redact_url
+from batchline.redisconn import connect
 from batchline.settings import Settings
 from batchline.store import CLOSED_CHUNK_STATES, FINAL_JOB_STATES, OPEN_CHUNK_STATES
 from workers.queues import Queue
@@ -39,11 +41,14 @@ TOKEN_KINDS = {
     "cache_creation_input_tokens": "cache_creation_input",
     "cache_read_input_tokens": "cache_read_input",
 }
+# A blocked chunk waits for an operator (`batchline unblock`); always exported, zero or not.
+BLOCKED_REASONS = ("not_found", "overdue", "results_unreadable")
 KNOWN_STATS = (
     {f"requests:{s}" for s in REQUEST_STATES}
     | {f"jobs:{s}" for s in ("submitted", *JOB_FINAL_STATES)}
     | set(TOKEN_KINDS)
     | {"cost_nusd", "api_429"}
+    | {f"recovery:{a}" for a in RECOVERY_ACTIONS}
 )
 
 
@@ -117,6 +122,7 @@ class FleetCollector(Collector):
         active = sorted(_text(j) for j in active_raw)
 
         yield from self._counters(stats)
+        yield from recovery_metrics(self.settings, self.state, self.broker, stats)
 
         jobs = GaugeMetricFamily(
             "batchline_jobs", "Jobs not yet completed or canceled, by state", labels=["state"]
@@ -144,10 +150,19 @@ class FleetCollector(Collector):
             labels=["state"],
         )
         chunk_states = dict.fromkeys((*OPEN_CHUNK_STATES, *CLOSED_CHUNK_STATES), 0)
-        chunk_states.update(self._chunk_states(active[:MAX_JOBS_WALKED]))
+        walked, blocked_by = self._chunk_states(active[:MAX_JOBS_WALKED])
+        chunk_states.update(walked)
         for st, n in sorted(chunk_states.items()):
             batches.add_metric([st], n)
         yield batches
+        blocked = GaugeMetricFamily(
+            "batchline_blocked_chunks",
+            "Chunks blocked until an operator decides (`batchline unblock`), by reason",
+            labels=["reason"],
+        )
+        for reason, n in sorted({**dict.fromkeys(BLOCKED_REASONS, 0), **blocked_by}.items()):
+            blocked.add_metric([reason], n)
+        yield blocked
 
         held = [_int(v) for v in held_raw]
         gauges = (
@@ -252,7 +267,8 @@ class FleetCollector(Collector):
                 out[job_id] = _text(st)
         return out
 
-    def _chunk_states(self, active: list[str]) -> dict[str, int]:
+    def _chunk_states(self, active: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+        """Chunks by state, and blocked chunks by reason."""
         prefix = self.settings.key_prefix
         pipe = self.state.pipeline(transaction=False)
         for job_id in active:
@@ -261,12 +277,16 @@ class FleetCollector(Collector):
         pipe = self.state.pipeline(transaction=False)
         for job_id, ns in zip(active, numbers, strict=True):
             for n in ns:
-                pipe.hget(JobKeys(prefix, job_id).chunk(_text(n)).meta, "state")
+                pipe.hmget(JobKeys(prefix, job_id).chunk(_text(n)).meta, "state", "blocked_reason")
         counts: dict[str, int] = {}
-        for st in pipe.execute():
+        blocked: dict[str, int] = {}
+        for st, reason in pipe.execute():
             if st is not None:
                 counts[_text(st)] = counts.get(_text(st), 0) + 1
-        return counts
+                if _text(st) == "blocked":
+                    why = _text(reason) if reason else "unknown"
+                    blocked[why] = blocked.get(why, 0) + 1
+        return counts, blocked
 
     # --- the broker: queue depths per stage ---
 
@@ -316,10 +336,8 @@ def make_registry(settings: Settings) -> CollectorRegistry:
         "socket_timeout": REDIS_TIMEOUT_S,
         "socket_connect_timeout": REDIS_TIMEOUT_S,
     }
-    state = redis.Redis.from_url(settings.state, **kw)
-    broker = (
-        None if settings.broker == settings.state else redis.Redis.from_url(settings.broker, **kw)
-    )
+    state = connect(settings.state, settings, **kw)
+    broker = None if settings.broker == settings.state else connect(settings.broker, settings, **kw)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(settings, state, broker))
     return registry

@@ -166,6 +166,23 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(60.0, gt=0)
     stall_after_s: float | None = None  # default: two poll max intervals plus a minute
 
+    # --- worker liveness and recovery ---
+    # Every worker writes a heartbeat this often, listing the messages it holds.
+    worker_heartbeat_s: float = Field(5.0, gt=0)
+    # A worker silent this long is dead: what it held goes to live workers at the next
+    # recovery pass, and leases it held can be taken over at once.
+    worker_dead_after_s: float = Field(20.0, gt=0)
+    # How often beat runs the recovery pass.
+    recovery_interval_s: float = Field(15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_liveness(self) -> Settings:
+        # A worker that is merely slow to write must not pass for dead: allow three
+        # heartbeats to go missing.
+        if self.worker_dead_after_s < 3 * self.worker_heartbeat_s:
+            raise ValueError("worker_dead_after_s must be at least three worker_heartbeat_s")
+        return self
+
     # --- retention ---
     retention_s: int = Field(7 * 86400, ge=60)
     # How long a succeeded answer may be reused for an identical request (jobs with cache on).

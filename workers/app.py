@@ -5,7 +5,9 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue as KombuQueue
 
+from batchline.redisconn import transport_options
 from batchline.settings import Settings, get_settings
+from workers.heartbeat import HeartbeatStep
 from workers.queues import ROUTES, Queue
 
 TASK_MODULES = [
@@ -16,6 +18,7 @@ TASK_MODULES = [
     "tasks.results",
     "tasks.retries",
     "tasks.sweep",
+    "tasks.recover",
     "tasks.events",
 ]
 
@@ -33,8 +36,13 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_s,
             "ack_emulation": settings.broker_ack_emulation,
+            # With a Sentinel URL: the primary's name and the sentinels' password.
+            **transport_options(settings.broker, settings),
         },
-        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "result_backend_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            **transport_options(settings.result_backend, settings),
+        },
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -61,6 +69,13 @@ def celery_config(settings: Settings) -> dict[str, object]:
             # Webhook retries wait in Redis; their scheduler chain restarts itself, and this
             # picks up due retries should a chain die unnoticed.
             "batchline-webhooks": {"task": "batchline.schedule_webhooks", "schedule": 30.0},
+            # Hands what a dead worker held to live workers (workers/heartbeat.py); a pass
+            # that waited longer than its interval is dropped, the next one does its work.
+            "batchline-recover": {
+                "task": "batchline.recover",
+                "schedule": settings.recovery_interval_s,
+                "options": {"expires": settings.recovery_interval_s},
+            },
         },
         "timezone": "UTC",
         "enable_utc": True,
@@ -72,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("batchline", include=TASK_MODULES)
     app.conf.update(celery_config(settings))
+    app.steps["consumer"].add(HeartbeatStep)
     return app
 
 

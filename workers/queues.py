@@ -8,7 +8,7 @@ from enum import StrEnum
 class Queue(StrEnum):
     """A stage's queue; operators scale each pool on its own with `-Q`."""
 
-    INGEST = "ingest"  # submit, plan retries, finalize, cancel, sweep
+    INGEST = "ingest"  # submit, plan retries, finalize, cancel, sweep, recover
     API = "api"  # every call to a batch endpoint except the results download
     RESULTS = "results"  # results download, fan-out and one subtask per custom_id
     EVENTS = "events"  # event stream and webhook deliveries
@@ -22,6 +22,7 @@ ROUTES: dict[str, Queue] = {
     "batchline.plan_retries": Queue.INGEST,
     "batchline.finalize_job": Queue.INGEST,
     "batchline.sweep": Queue.INGEST,
+    "batchline.recover": Queue.INGEST,
     "batchline.create_batch": Queue.API,
     "batchline.poll_batch": Queue.API,
     "batchline.poll_all": Queue.API,

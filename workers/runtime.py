@@ -10,6 +10,7 @@ from celery import Celery, signals
 
 from batchline import api, logs
 from batchline.pipeline.context import Context
+from batchline.redisconn import connect
 from batchline.settings import get_settings
 from batchline.store import Store
 from workers.outbox import Hook, publish_with
@@ -72,7 +73,7 @@ def context() -> Context:
         from workers.app import app
 
         settings = get_settings()
-        r = redis.Redis.from_url(settings.state, health_check_interval=30)
+        r = connect(settings.state, settings, health_check_interval=30)
         _context = Context(
             settings=settings,
             store=Store(r, settings),
@@ -97,7 +98,8 @@ def _setup_logging(**_: Any) -> None:
 @signals.celeryd_after_setup.connect
 def _check_ack_emulation(instance: Any = None, **_: Any) -> None:
     """Without ack emulation a killed worker loses the messages it held; only the results
-    stage is built to recover those (the sweep republishes them): warn on any other queue."""
+    stage is built to recover those (the recovery pass publishes its results again): warn on
+    any other queue."""
     if instance is None or get_settings().broker_ack_emulation:
         return
     queues = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)

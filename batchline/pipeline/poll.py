@@ -196,7 +196,7 @@ def unblock(ctx: Context, job_id: str, number: int, resend: bool = False) -> dic
             if store.transition(job_id, number, "blocked", "in_progress", blocked_reason=""):
                 mark_ended(ctx, store.chunk(job_id, number) or chunk, batch)
         elif store.transition(job_id, number, "blocked", "ended", blocked_reason="",
-                              fanout_runs=0, fanout_done=""):  # fmt: skip
+                              fanout_runs=0, fanout_failures=0, fanout_done=""):  # fmt: skip
             ctx.dispatch.send("batchline.fan_out_results", (job_id, number, batch_id))
     else:
         meta = store.chunk_keys(job_id, number).meta
@@ -214,7 +214,8 @@ def _resend(ctx: Context, chunk: Chunk) -> dict[str, Any]:
     store = ctx.store
     if not store.transition(
         chunk.job_id, chunk.number, "blocked", "ended",
-        lost="resent", results_url="", fanout_done="", fanout_runs=0, ended_at=store.now(),
+        lost="resent", results_url="", fanout_done="", fanout_runs=0, fanout_failures=0,
+        ended_at=store.now(),
     ):  # fmt: skip
         return {"chunk": chunk.number, "state": "blocked", "message": "changed meanwhile"}
     ctx.limiter.release(chunk.ref)

@@ -99,9 +99,7 @@ def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
                 lines=ours,
                 expected=chunk.count,
             )
-            _retry_or_block(
-                ctx, chunk, runs, f"its results had {ours} of {chunk.count} lines, {runs} times"
-            )
+            _retry_or_block(ctx, chunk, runs, f"its results had {ours} of {chunk.count} lines")
     store.touch_chunk(
         chunk.job_id, chunk.number, fanout_done=1, results_seen=seen, fanout_done_at=store.now()
     )
@@ -125,10 +123,13 @@ def _wait_for_memory(ctx: Context, chunk: Chunk) -> None:
 
 
 def _retry_or_block(ctx: Context, chunk: Chunk, runs: int, why: str) -> None:
-    """Read again later, or after fanout_max_runs runs, block the chunk for an operator
-    rather than send again requests whose results may exist."""
-    if runs < ctx.settings.fanout_max_runs:
-        raise Defer(ctx.backoff_s(runs), f"{why}; reading again")
+    """Read again later, or after fanout_max_runs failed reads, block the chunk for an
+    operator rather than send again requests whose results may exist. (Runs that ended
+    because their worker stopped or died are not failures of the read.)"""
+    meta = ctx.store.chunk_keys(chunk.job_id, chunk.number).meta
+    failures = int(ctx.store.r.hincrby(meta, "fanout_failures", 1))
+    if failures < ctx.settings.fanout_max_runs:
+        raise Defer(ctx.backoff_s(failures), f"{why}; reading again")
     block(ctx, chunk, "results_unreadable", why)
     raise _Stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from batchline import liveness
 from batchline.pricing import NANO
 from batchline.store import Chunk, Store
 from batchline.wire import loads
@@ -48,6 +49,8 @@ def status(store: Store, job_id: str, with_batches: bool = True) -> dict[str, An
         "ended_at": float(f["ended_at"]) if f.get("ended_at") else None,
     }
     if with_batches:
+        # What the job waits for while the fleet recovers from a worker's death, if anything.
+        out["recovery"] = [w.as_dict() for w in liveness.waits(store.r, store.settings, job_id)]
         chunks = store.chunks(job_id)
         out["batches"] = [_batch(c) for c in chunks]
         out["blocked"] = [

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 
 from batchline.localstack import BIN, RedisServer, free_port, wait_for
 from tests.support.procs import API_KEY
@@ -57,7 +59,9 @@ def test_a_healthy_stack_passes_every_check_and_shows_no_secret(
     # Then every check passes, one line each, and exit code 0
     assert res.returncode == 0, res.stdout + res.stderr
     found = lines(res.stdout)
-    assert list(found) == ["settings", "redis", "beat", "workers", "queues", "api"]
+    assert list(found) == [
+        "settings", "redis", "beat", "workers", "queues", "recovery", "blocked", "api"
+    ]  # fmt: skip
     assert all(line.startswith("OK") for line in found.values()), res.stdout
     assert "doc@dochost" in found["workers"]
     assert "emulator at http://127.0.0.1" in found["api"]
@@ -69,7 +73,8 @@ def test_a_healthy_stack_passes_every_check_and_shows_no_secret(
     assert "redis://:***@127.0.0.1" in found["redis"]
     report = orjson.loads(as_json.stdout)
     assert as_json.returncode == 0 and report["ok"] is True
-    assert [c["status"] for c in report["checks"]] == ["ok"] * 6
+    assert [c["status"] for c in report["checks"]] == ["ok"] * 8
+    assert "1 worker(s) heartbeating" in found["recovery"]
     assert healthy == 0 and unhealthy != 0
 
 
@@ -140,3 +145,70 @@ def test_an_invalid_setting_is_named_without_its_value() -> None:
     assert res.stdout.startswith("FAIL")
     assert "BATCHLINE_POLL_INTERVAL_S" in res.stdout and "soon" not in res.stdout
     assert "Traceback" not in res.stderr
+
+
+def blocked_job(r: redis.Redis, job_id: str, since: float) -> None:
+    """A running job with one chunk blocked for each reason (as the pipeline records it), and
+    one chunk in progress."""
+    reasons = ["not_found", "overdue", "results_unreadable"]
+    r.hset(f"bl:job:{job_id}", mapping={"state": "running"})
+    r.sadd("bl:jobs:active", job_id)
+    r.rpush(f"bl:job:{job_id}:chunks", *range(4))
+    for n, reason in enumerate(reasons):
+        r.hset(
+            f"bl:job:{job_id}:c:{n}",
+            mapping={
+                "state": "blocked",
+                "batch_id": f"msgbatch_{n}",
+                "blocked_reason": reason,
+                "blocked_at": since,
+                "blocked_error": f"what the API said\nabout batch {n}",
+            },
+        )
+    r.hset(f"bl:job:{job_id}:c:3", mapping={"state": "in_progress", "batch_id": "msgbatch_3"})
+
+
+def test_a_dead_worker_and_blocked_batches_are_named_with_what_comes_next(
+    stack_factory: Any,
+) -> None:
+    # Given a worker holding a job's next poll (a countdown) when it is killed, beat not
+    # running (so nothing recovers it yet), and a job with a batch blocked for each reason
+    st = stack_factory(visibility_timeout_s=3600)
+    doomed = st.worker(queues=["api"], name="doomed", hostname="dochost")
+    st.client.app.send_task(
+        "batchline.poll_batch", args=("job_waits", 2, "msgbatch_w", 1), countdown=600
+    )
+    r = st.redis.client()
+    wait_for(lambda: r.hlen("unacked") == 1 and not r.llen("api"), 20, what="the poll held")
+    doomed.kill()
+    killed_at = time.time()
+    blocked_job(r, "job_blocked", since=1_800_000_000)
+
+    # When doctor runs once the worker has gone silent
+    def warned() -> dict[str, Any]:
+        res = doctor(st.env, "--json")
+        checks = orjson.loads(res.stdout)["checks"]
+        recovery = next(c for c in checks if c["name"] == "recovery")
+        named = recovery["status"] == "warn" and "job_waits" in recovery["detail"]
+        return {"checks": checks} if named else {}
+
+    checks = wait_for(warned, 40, interval=1, what="doctor to see the silent worker")["checks"]
+    # Then it names the worker, the job and chunk waiting on it, and until when
+    recovery = next(c for c in checks if c["name"] == "recovery")
+    assert "job job_waits chunk(s) 2" in recovery["detail"]
+    assert "1 message(s) held by worker doomed@dochost" in recovery["detail"]
+    # (by its last heartbeat + worker_dead_after_s + recovery_interval_s: 20 + 15 s)
+    h, m, sec = map(int, recovery["detail"].split("handed to live workers by ")[1][:8].split(":"))
+    shown_in = (h * 3600 + m * 60 + sec - killed_at % 86400) % 86400
+    assert 35 - 6 <= shown_in <= 35 + 1, shown_in
+    # And one line per blocked batch: job, chunk, batch, reason, since, the command to run
+    blocked = [c for c in checks if c["name"] == "blocked"]
+    assert [c["status"] for c in blocked] == ["warn"] * 3
+    for n, c in enumerate(blocked):
+        assert f"job job_blocked chunk {n} (batch msgbatch_{n})" in c["detail"]
+        assert "since 2027-01-15 08:00:00Z" in c["detail"]
+        assert f"`batchline unblock job_blocked --chunk {n}`" in c["hint"]
+    assert blocked[0]["detail"].startswith("job job_blocked chunk 0 (batch msgbatch_0): not_found")
+    assert "what the API said about batch 0" in blocked[0]["detail"]
+    assert "--resend" in blocked[0]["hint"] and "--resend" in blocked[1]["hint"]
+    assert "results_unreadable" in blocked[2]["detail"] and "--resend" not in blocked[2]["hint"]

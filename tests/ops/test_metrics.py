@@ -37,6 +37,12 @@ def test_exporter_reports_a_job_from_queue_to_cost(stack_factory: Any, tmp_path:
         assert value(before, "batchline_jobs_submitted_total") == 0
         assert value(before, "batchline_requests_in_flight_limit") == 100_000
         assert value(before, "batchline_sweep_age_seconds") == -1  # beat never ran
+        assert value(before, "batchline_recovery_age_seconds") == -1
+        for reason in ("not_found", "overdue", "results_unreadable"):
+            assert value(before, "batchline_blocked_chunks", reason=reason) == 0
+        for state in ("live", "silent", "dead", "stopping"):
+            assert value(before, "batchline_workers", state=state) == 0
+        assert value(before, "batchline_recovery_actions_total", action="restored") == 0
 
         # When three messages wait on the ingest queue with nobody to take them
         for _ in range(3):
@@ -63,6 +69,8 @@ def test_exporter_reports_a_job_from_queue_to_cost(stack_factory: Any, tmp_path:
         assert value(during, "batchline_batches_in_flight") >= 1
         assert value(during, "batchline_requests_in_flight") >= 50
         assert value(during, "batchline_queue_messages", queue="ingest") == 0
+        assert value(during, "batchline_workers", state="live") == 1
+        assert value(during, "batchline_recovery_waiting_jobs") == 0
 
         final = st.client.wait(sub["job_id"], timeout_s=60)
         after = samples(exporter.scrape())
@@ -111,3 +119,50 @@ def test_exporter_stays_up_when_redis_is_down(tmp_path: Path) -> None:
     finally:
         exporter.stop()
     assert "metrics.redis_unreachable" in exporter.log_text()
+
+
+def test_a_dead_worker_and_blocked_chunks_show_what_waits_and_until_when(
+    stack_factory: Any, tmp_path: Path
+) -> None:
+    from tests.ops.test_doctor import blocked_job
+
+    # Given a worker holding a job's next poll when it is killed (no beat: nothing recovers
+    # it), a job with a chunk blocked for each reason, and the exporter
+    st = stack_factory(visibility_timeout_s=3600)
+    doomed = st.worker(queues=["api"], name="doomed")
+    st.client.app.send_task(
+        "batchline.poll_batch", args=("job_waits", 2, "msgbatch_w", 1), countdown=600
+    )
+    r = st.redis.client()
+    wait_for(lambda: r.hlen("unacked") == 1 and not r.llen("api"), 20, what="the poll held")
+    blocked_job(r, "job_blocked", since=1_800_000_000)
+    exporter = MetricsExporter(tmp_path, st.env).start()
+    try:
+        found = samples(exporter.scrape())
+        assert value(found, "batchline_workers", state="live") == 1
+        assert value(found, "batchline_recovery_waiting_messages") == 0
+        # When the worker is killed and its heartbeat stops
+        doomed.kill()
+
+        def silent() -> Samples:
+            found = samples(exporter.scrape())
+            return found if value(found, "batchline_recovery_waiting_jobs") else {}
+
+        found = wait_for(silent, 40, interval=0.5, what="the worker to be silent")
+    finally:
+        stop_all([*st.workers, exporter])
+    # Then the worker is silent (or dead), one job waits on it with one message, until a
+    # time at most one death detection and one pass away
+    assert value(found, "batchline_workers", state="live") == 0
+    assert (
+        value(found, "batchline_workers", state="silent")
+        + value(found, "batchline_workers", state="dead")
+    ) == 1
+    assert value(found, "batchline_recovery_waiting_messages") == 1
+    kinds = ("worker_silent", "worker_dead", "lost_results")
+    assert sum(value(found, "batchline_recovery_waits", kind=k) for k in kinds) == 1
+    assert 0 < value(found, "batchline_recovery_due_seconds") <= 20 + 15
+    # And the blocked chunks are counted by reason
+    for reason in ("not_found", "overdue", "results_unreadable"):
+        assert value(found, "batchline_blocked_chunks", reason=reason) == 1
+    assert value(found, "batchline_batches", state="blocked") == 3
