@@ -8,12 +8,8 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TypeVar
-
-import anthropic
-import httpx2
-from anthropic._decoders.jsonl import JSONLDecoder
-from anthropic.types.messages import MessageBatch
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from batchline.errors import (
     BatchNotFound,
@@ -23,7 +19,13 @@ from batchline.errors import (
 )
 from batchline.settings import Settings
 
-_T = TypeVar("_T")
+if TYPE_CHECKING:
+    import anthropic
+    import httpx2
+    from anthropic.types.messages import MessageBatch
+
+# The SDK is imported when the API is first called, not when a worker starts: importing it
+# takes over a second of CPU, and most workers (results, events) never call the API.
 BATCHES_PATH = "/v1/messages/batches"
 
 
@@ -33,6 +35,8 @@ def make_client(settings: Settings) -> anthropic.Anthropic:
     The SDK's own retries sleep inside the calling thread; Batchline retries by
     rescheduling the task instead, so they are off unless configured.
     """
+    import anthropic
+
     return anthropic.Anthropic(max_retries=settings.sdk_max_retries, timeout=settings.api_timeout_s)
 
 
@@ -74,6 +78,9 @@ def translated(*, create: bool = False) -> Iterator[None]:
     For a create, every answer that does not prove the batch was refused (a 4xx other than
     408 and 409) or made (a valid 200) becomes OutcomeUnknown: reconcile before creating again.
     """
+    import anthropic
+    import httpx2
+
     try:
         yield
     except anthropic.APIStatusError as exc:
@@ -104,21 +111,30 @@ def translated(*, create: bool = False) -> Iterator[None]:
         raise RetryableApiError(f"connection failed while reading: {exc}") from None
 
 
-class RawLines(JSONLDecoder[_T]):
+@cache
+def _raw_lines() -> Any:
     """The results body as raw JSONL lines, read in large chunks (the SDK's decoder reads
     64-byte pieces and builds a model per line; the pipeline only needs bytes)."""
+    from typing import TypeVar
 
-    def __decode__(self) -> Iterator[_T]:
-        buf = b""
-        for chunk in self.http_response.iter_bytes():  # as the bytes arrive
-            buf += chunk
-            lines = buf.split(b"\n")
-            buf = lines.pop()
-            for line in lines:
-                if line.strip():
-                    yield line  # type: ignore[misc]
-        if buf.strip():
-            yield buf  # type: ignore[misc]
+    from anthropic._decoders.jsonl import JSONLDecoder
+
+    T = TypeVar("T")
+
+    class RawLines(JSONLDecoder[T]):
+        def __decode__(self) -> Iterator[Any]:
+            buf = b""
+            for chunk in self.http_response.iter_bytes():  # as the bytes arrive
+                buf += chunk
+                lines = buf.split(b"\n")
+                buf = lines.pop()
+                for line in lines:
+                    if line.strip():
+                        yield line
+            if buf.strip():
+                yield buf
+
+    return RawLines[bytes]  # the SDK reads the type argument
 
 
 class StreamedBody:
@@ -138,6 +154,8 @@ def create(client: anthropic.Anthropic, body: StreamedBody) -> MessageBatch:
     Never retried by the SDK: a create carries no idempotency key, so a retry after a lost
     answer makes a second batch. Batchline reconciles instead (pipeline/create.py).
     """
+    from anthropic.types.messages import MessageBatch
+
     with translated(create=True):
         return client.post(
             BATCHES_PATH,
@@ -173,6 +191,8 @@ def list_page_dated(
 ) -> tuple[list[MessageBatch], str | None, float | None]:
     """One page of batches, the next cursor, and the API's clock from the answer's Date
     header (whole seconds; None when absent)."""
+    import anthropic
+
     with translated():
         raw = client.messages.batches.with_raw_response.list(
             limit=limit, after_id=after_id or anthropic.omit
@@ -212,7 +232,7 @@ def results_lines(client: anthropic.Anthropic, path: str) -> Iterator[bytes]:
     with translated():
         decoder = client.get(
             path,
-            cast_to=RawLines[bytes],
+            cast_to=_raw_lines(),
             stream=True,
             options={"headers": {"accept": "application/binary"}},
         )

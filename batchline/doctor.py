@@ -142,6 +142,18 @@ def _redis_check(checks: list[Check], name: str, url: str, settings: Settings) -
                 "tasks and job state under memory pressure",
             )
         )
+    elif limit and used >= settings.redis_memory_high_water * limit:
+        checks.append(
+            Check(
+                name,
+                WARN,
+                detail,
+                f"Redis is above Batchline's high-water mark "
+                f"({100 * settings.redis_memory_high_water:.0f}% of maxmemory): submits are "
+                "refused and results downloads wait until memory is freed; raise maxmemory, "
+                "or add results workers so stored results are recorded",
+            )
+        )
     elif limit and used > MEMORY_WARN_SHARE * limit:
         checks.append(
             Check(

@@ -7,11 +7,10 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, get_type_hints
 
 import orjson
-from anthropic._constants import ANTHROPIC_API_VERSION
-from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
 
 from batchline.chunking import TAG_BYTES
 from batchline.errors import JobRefused, LineError
@@ -23,16 +22,35 @@ MAPPED_PREFIX = "bl-"
 # The API allows 64 characters; the chunk's tag takes the last TAG_BYTES of them.
 MAX_API_ID_CHARS = 64 - TAG_BYTES
 
-# The Messages API parameters the installed SDK knows; anything else is refused per line,
-# because the API would answer it with an invalid_request_error after the batch ran.
-KNOWN_PARAMS: frozenset[str] = frozenset(get_type_hints(MessageCreateParamsNonStreaming)) - {
-    "stream",
-    "workspace_id",
-    "user_profile_id",
-}
 # Refused under the API version the SDK sends (2026-10-21 and later).
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
-SAMPLING_REFUSED = ANTHROPIC_API_VERSION >= "2026-10-21"
+
+
+@cache
+def known_params() -> frozenset[str]:
+    """The Messages API parameters the installed SDK knows; anything else is refused per
+    line, because the API would answer it with an invalid_request_error after the batch ran.
+    (Read from the SDK on first use: importing it is slow, and most workers never validate.)"""
+    from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
+
+    return frozenset(get_type_hints(MessageCreateParamsNonStreaming)) - {
+        "stream",
+        "workspace_id",
+        "user_profile_id",
+    }
+
+
+@cache
+def api_version() -> str:
+    """The anthropic-version the installed SDK sends."""
+    from anthropic._constants import ANTHROPIC_API_VERSION
+
+    return ANTHROPIC_API_VERSION
+
+
+def sampling_refused() -> bool:
+    return api_version() >= "2026-10-21"
+
 
 # Keys a "simple" line may carry besides the params it may set directly.
 SIMPLE_KEYS = frozenset({"custom_id", "prompt", "messages"})
@@ -149,7 +167,7 @@ def check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     if not isinstance(defaults, Mapping):
         raise JobRefused("defaults must be a JSON object")
-    unknown = sorted(set(defaults) - KNOWN_PARAMS - {"messages"})
+    unknown = sorted(set(defaults) - known_params() - {"messages"})
     if unknown:
         raise JobRefused(f"unknown field(s) in defaults: {', '.join(unknown)}")
     return dict(defaults)
@@ -194,11 +212,11 @@ def _check_params(params: dict[str, Any]) -> tuple[str, int, int]:
         raise InvalidLine("stream: true is not allowed in a batch")
     params.pop("stream", None)
     sampling = [k for k in SAMPLING_PARAMS if k in params]
-    if sampling and SAMPLING_REFUSED:
+    if sampling and sampling_refused():
         raise InvalidLine(
-            f"{', '.join(sampling)} not accepted under anthropic-version {ANTHROPIC_API_VERSION}"
+            f"{', '.join(sampling)} not accepted under anthropic-version {api_version()}"
         )
-    unknown = sorted(set(params) - KNOWN_PARAMS - set(SAMPLING_PARAMS))
+    unknown = sorted(set(params) - known_params() - set(SAMPLING_PARAMS))
     if unknown:
         raise InvalidLine(f"unknown field(s) in params: {', '.join(unknown)}")
     model = params.get("model")
@@ -243,7 +261,7 @@ def build_params(obj: Any, defaults: Mapping[str, Any]) -> tuple[str | None, dic
         for key, value in obj.items():
             if key in ("custom_id", "prompt"):
                 continue
-            if key not in KNOWN_PARAMS and key not in SAMPLING_PARAMS and key != "stream":
+            if key not in known_params() and key not in SAMPLING_PARAMS and key != "stream":
                 raise InvalidLine(f"unknown field: {key}")
             params[key] = value
         if has_prompt:

@@ -14,6 +14,19 @@ from batchline.client import Client
 from batchline.settings import Settings
 from tests.support.procs import Beat, Emulator, RedisServer, Worker, stop_all, worker_env
 
+# The suite runs several tests at a time and ends when its last test does: the long ones
+# (real processes waiting on each other) go first, the quick ones fill in at the end.
+LONG_FIRST = ("tests/bench", "tests/reliability", "tests/ops", "tests/pipeline", "tests/events")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def weight(item: pytest.Item) -> int:
+        return next(
+            (i for i, d in enumerate(LONG_FIRST) if item.nodeid.startswith(d)), len(LONG_FIRST)
+        )
+
+    items.sort(key=weight)
+
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:

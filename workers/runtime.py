@@ -111,3 +111,19 @@ def _check_ack_emulation(instance: Any = None, **_: Any) -> None:
             "a message of these queues held by a killed worker may be lost",
             queues=",".join(others),
         )
+
+
+@signals.celeryd_after_setup.connect
+def _preload_the_sdk(instance: Any = None, **_: Any) -> None:
+    """A worker that calls the API (the api queue) or validates input (ingest) imports the
+    SDK once in its main process, before the pool forks, so no pool process pays for it
+    again; a results or events worker never imports it (over a second of CPU at start)."""
+    if instance is None:
+        return
+    queues = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
+    if queues & {Queue.API.value, Queue.INGEST.value}:
+        import anthropic.types.messages  # noqa: F401
+
+        from batchline.validation import known_params
+
+        known_params()

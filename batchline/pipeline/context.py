@@ -5,9 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import anthropic
+from typing import TYPE_CHECKING, Any, Protocol
 
 from batchline import events, logs
 from batchline.errors import JobNotFound
@@ -15,6 +13,9 @@ from batchline.lease import Lease
 from batchline.limiter import Limiter
 from batchline.settings import Settings
 from batchline.store import Store
+
+if TYPE_CHECKING:
+    import anthropic
 
 
 class Defer(Exception):

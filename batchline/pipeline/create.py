@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-
-from anthropic.types.messages import MessageBatch
+from typing import TYPE_CHECKING
 
 from batchline import api, logs
 from batchline.chunking import (
@@ -48,6 +47,9 @@ from batchline.pipeline.context import Context, Defer
 from batchline.pipeline.terminal import close_chunk
 from batchline.store import Chunk
 from batchline.wire import ErrorInfo
+
+if TYPE_CHECKING:
+    from anthropic.types.messages import MessageBatch
 
 ADMISSION_WAIT_S = 5.0
 LEASE_WAIT_S = 2.0

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from anthropic.types.messages import MessageBatch
+from typing import TYPE_CHECKING, Any
 
 from batchline import api, logs
 from batchline.errors import BatchNotFound, PermanentApiError, RateLimited, RetryableApiError
 from batchline.pipeline import snapshot
 from batchline.pipeline.context import Context, Defer
 from batchline.store import Chunk
+
+if TYPE_CHECKING:
+    from anthropic.types.messages import MessageBatch
 
 UNBLOCK_HINT = "batchline unblock {job} --chunk {chunk}"
 

@@ -7,11 +7,14 @@ by one worker at a time, instead of spending one `retrieve` per batch per poll.
 
 from __future__ import annotations
 
-from anthropic.types.messages import MessageBatch
+from typing import TYPE_CHECKING
 
 from batchline import api
 from batchline.errors import RateLimited, RetryableApiError
 from batchline.pipeline.context import Context, Defer
+
+if TYPE_CHECKING:
+    from anthropic.types.messages import MessageBatch
 
 MAX_PAGES = 20
 PAGE_SIZE = 1000
@@ -61,7 +64,11 @@ def lookup(ctx: Context, batch_id: str) -> MessageBatch | None:
         finally:
             lease.release()
     raw = r.hget(snap, batch_id)
-    return MessageBatch.model_validate_json(raw) if raw else None
+    if not raw:
+        return None
+    from anthropic.types.messages import MessageBatch
+
+    return MessageBatch.model_validate_json(raw)
 
 
 def refresh(ctx: Context) -> int:

@@ -15,7 +15,16 @@ def test_redis_killed_mid_job_and_restarted_loses_nothing(
 ) -> None:
     # Given Redis with an append-only file and a job whose batches are in flight
     server = redis_factory("aof-redis", appendonly=True)
-    st = stack_factory("--processing-seconds", "4", redis=server, max_batch_requests=100)
+    st = stack_factory(
+        "--processing-seconds",
+        "4",
+        redis=server,
+        max_batch_requests=100,
+        # After a restart, chunks pending from before are looked for first, create_settle_s
+        # after it (30 s by default, shown in the next test); here that wait only lengthens
+        # the test.
+        create_settle_s=5,
+    )
     workers = [
         st.worker(queues=["ingest", "events"], name="ingest"),
         st.worker(queues=["api"], name="api"),
