@@ -243,6 +243,7 @@ def _settle(ctx: Context, chunk: Chunk, lease: Lease) -> None:
         raise Defer(settle_until - now + 0.5, "waiting for a batch the lost create may have made")
     batch = reconcile(ctx, chunk)
     if batch is not None:
+        logs.event("batch.reconciled", job_id=chunk.job_id, chunk=chunk.number, batch_id=batch.id)
         record_created(ctx, chunk, batch, reconciled=True)
         return
     logs.event("batch.reconcile_none", job_id=chunk.job_id, chunk=chunk.number)
@@ -307,9 +308,6 @@ def reconcile(ctx: Context, chunk: Chunk) -> MessageBatch | None:
             waiting += 1
             continue
         if owner == chunk.ref:
-            logs.event(
-                "batch.reconciled", job_id=chunk.job_id, chunk=chunk.number, batch_id=batch.id
-            )
             return batch
         store.r.sadd(ck.foreign, batch_id)
         store.r.srem(ck.suspects, batch_id)
