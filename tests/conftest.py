@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,7 +13,15 @@ import pytest
 
 from batchline.client import Client
 from batchline.settings import Settings
-from tests.support.procs import Beat, Emulator, RedisServer, Worker, stop_all, worker_env
+from tests.support.procs import (
+    Beat,
+    Emulator,
+    RedisServer,
+    Worker,
+    stop_all,
+    wait_for,
+    worker_env,
+)
 
 # The suite runs several tests at a time and ends when its last test does: the long ones
 # (real processes waiting on each other) go first, the quick ones fill in at the end.
@@ -94,10 +103,27 @@ class Stack:
     workers: list[Worker] = field(default_factory=list)
     beat: Beat | None = None
 
+    _batch: list[Worker] | None = None
+
     def worker(self, wait: bool = True, env: dict[str, str] | None = None, **kw: Any) -> Worker:
         w = Worker(self.tmp, {**self.env, **(env or {})}, **kw)
         self.workers.append(w)
+        if self._batch is not None:  # inside starting(): ready together at its end
+            self._batch.append(w)
+            return w.start(wait=False)
         return w.start(wait=wait)
+
+    @contextlib.contextmanager
+    def starting(self) -> Iterator[None]:
+        """Workers started inside start side by side; all are ready when it ends (a worker
+        takes seconds to boot: one after another, that adds up)."""
+        self._batch = []
+        try:
+            yield
+            for w in self._batch:
+                wait_for(w.ready, 60, interval=0.1, what=f"worker {w.name}")
+        finally:
+            self._batch = None
 
     def start_hooks(self) -> Worker:
         """Another service's Celery app (tests.support.hookapp) on its own `hooks` queue."""

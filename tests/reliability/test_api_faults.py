@@ -17,7 +17,14 @@ def no_duplicate_batches(st: Any, final: dict[str, Any]) -> None:
 
 def test_lost_create_response_is_reconciled_not_created_again(stack_factory: Any) -> None:
     # Given an emulator that creates the next two batches but cuts the answers
-    st = stack_factory("--processing-seconds", "0.3", max_batch_requests=50)
+    st = stack_factory(
+        "--processing-seconds",
+        "0.3",
+        max_batch_requests=50,
+        # The wait before looking for a lost create's batch (30 s by default) is the one
+        # test_create_once runs with; here it would only lengthen the test.
+        create_settle_s=3,
+    )
     st.worker(concurrency=3)
     st.emulator.configure(lost_create_next=2)
     reqs = prompts(150)
@@ -51,9 +58,10 @@ def test_twenty_percent_of_calls_failing(stack_factory: Any) -> None:
         # wait (30 s) is shown in test_create_once, here it would only lengthen the test.
         create_settle_s=2,
     )
-    st.worker(queues=["ingest", "events"], name="ingest")
-    st.worker(queues=["api"], name="api", concurrency=3)
-    st.worker(queues=["results"], name="results", concurrency=3)
+    with st.starting():
+        st.worker(queues=["ingest", "events"], name="ingest")
+        st.worker(queues=["api"], name="api", concurrency=3)
+        st.worker(queues=["results"], name="results", concurrency=3)
     st.start_beat()
     reqs = prompts(400) + prompts(10, "once", " [[emulate:errored-once:api_error]]")
     sub = st.client.submit(reqs, defaults=DEFAULTS)
@@ -80,9 +88,10 @@ def test_fleet_rate_limit_keeps_three_workers_under_the_account_limit(stack_fact
         poll_interval_s=1,
         poll_max_interval_s=4,
     )
-    st.worker(queues=["ingest", "events", "results"], name="main", concurrency=2)
-    for i in range(3):
-        st.worker(queues=["api"], name=f"api{i}", concurrency=2)
+    with st.starting():
+        st.worker(queues=["ingest", "events", "results"], name="main", concurrency=2)
+        for i in range(3):
+            st.worker(queues=["api"], name=f"api{i}", concurrency=2)
     reqs = prompts(240)
     sub = st.client.submit(reqs, defaults=DEFAULTS)
     final = st.client.wait(sub["job_id"], timeout_s=240)

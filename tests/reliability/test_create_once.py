@@ -212,7 +212,14 @@ def test_a_lost_answer_is_found_again_when_the_apis_clock_is_not_ours(stack_fact
     # Given an API whose clock runs 15 minutes ahead of Redis's (and the workers'), and
     # two creates that lose their answer
     st = stack_factory(
-        "--processing-seconds", "0.5", "--clock-offset-s", "900", max_batch_requests=25
+        "--processing-seconds",
+        "0.5",
+        "--clock-offset-s",
+        "900",
+        max_batch_requests=25,
+        # The settle wait (30 s by default) is run as users have it in the tests above;
+        # this one is about the window in the API's clock.
+        create_settle_s=3,
     )
     st.worker(concurrency=3)
     lose_answers(st, 2)

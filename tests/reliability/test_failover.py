@@ -32,15 +32,24 @@ def test_a_failover_mid_job_loses_no_worker_and_pays_nothing_twice(
     # Given a job in flight on a primary with one replica and three sentinels, and the
     # creates' intents waiting for the replica (durable_writes auto: a replica is connected)
     emu = emulator_factory("--processing-seconds", "4")
-    env = worker_env(cluster.url, emu.base_url, max_batch_requests=50, max_in_flight_requests=150)
+    # The look-first wait after the failover (create_settle_s, 30 s by default) is run as users
+    # have it in test_redis_restart; here it would only lengthen the test.
+    env = worker_env(
+        cluster.url,
+        emu.base_url,
+        max_batch_requests=50,
+        max_in_flight_requests=150,
+        create_settle_s=3,
+    )
     settings = Settings(redis_url=cluster.url, max_batch_requests=50)
     st = Stack(tmp_path, cluster.primary, emu, env, Client(settings))
     try:
-        workers = [
-            st.worker(queues=["ingest", "events"], name="ingest"),
-            st.worker(queues=["api"], name="api"),
-            st.worker(queues=["results"], name="results"),
-        ]
+        with st.starting():
+            workers = [
+                st.worker(queues=["ingest", "events"], name="ingest"),
+                st.worker(queues=["api"], name="api"),
+                st.worker(queues=["results"], name="results"),
+            ]
         st.start_beat()
         reqs = prompts(400)
         job_id = st.client.submit(reqs, defaults=DEFAULTS)["job_id"]

@@ -218,8 +218,9 @@ def freeze_mid_results(
 def test_sigkill_of_a_default_worker_mid_results(stack_factory: Any) -> None:
     # Given two workers as the quick start runs them (every queue, prefork, ack emulation)
     st = start(stack_factory, "--processing-seconds", "0.5")
-    a = st.worker(name="a")
-    st.worker(name="b")
+    with st.starting():
+        a = st.worker(name="a")
+        st.worker(name="b")
     # When one of them stops (frozen, then killed) while it holds results being processed,
     # and the other has done everything else
     job_id, reqs, clock = freeze_mid_results(st, a, "default worker killed mid-results", 1500)
@@ -269,8 +270,9 @@ def test_sigkill_of_a_results_worker_without_ack_emulation_mid_results(
 def test_sigkill_of_the_worker_holding_the_poll_chains(stack_factory: Any) -> None:
     # Given an api worker holding three batches' poll chains (each a countdown message)
     st = start(stack_factory, "--processing-seconds", "6", max_batch_requests=100)
-    st.worker(queues=["ingest", "events", "results"], name="main")
-    api = st.worker(queues=["api"], name="api")
+    with st.starting():
+        st.worker(queues=["ingest", "events", "results"], name="main")
+        api = st.worker(queues=["api"], name="api")
     reqs = prompts(300)
     job_id = submit(st, reqs)
     wait_for(
@@ -295,11 +297,12 @@ def test_sigkill_of_the_worker_holding_the_poll_chains(stack_factory: Any) -> No
 def test_sigkill_mid_fan_out(stack_factory: Any, kind: str) -> None:
     # Given two workers that can run a batch's fan-out
     st = start(stack_factory, "--processing-seconds", "0.5")
-    if kind == "results-worker":
-        st.worker(queues=["ingest", "events", "api"], name="main")
-        workers = [results_worker(st, "r1"), results_worker(st, "r2")]
-    else:
-        workers = [st.worker(name="a"), st.worker(name="b")]
+    with st.starting():
+        if kind == "results-worker":
+            st.worker(queues=["ingest", "events", "api"], name="main")
+            workers = [results_worker(st, "r1"), results_worker(st, "r2")]
+        else:
+            workers = [st.worker(name="a"), st.worker(name="b")]
     reqs = prompts(3000)
     job_id = submit(st, reqs)
     r = st.redis.client()

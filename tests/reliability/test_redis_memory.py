@@ -63,11 +63,12 @@ def test_a_job_that_fills_redis_waits_and_completes_once_memory_is_freed(
     # Given Redis limited to 64 MB and filled by others to just under Batchline's high-water
     # mark (90% of maxmemory), and a job whose results take Redis past it
     st = stack_factory("--processing-seconds", "1", max_batch_requests=1000)
-    workers = [
-        st.worker(queues=["ingest", "events"], name="ingest"),
-        st.worker(queues=["api"], name="api"),
-        st.worker(queues=["results"], name="results", concurrency=1),
-    ]
+    with st.starting():
+        workers = [
+            st.worker(queues=["ingest", "events"], name="ingest"),
+            st.worker(queues=["api"], name="api"),
+            st.worker(queues=["results"], name="results", concurrency=1),
+        ]
     st.start_beat()
     r = limit(st.redis, "64mb")
     reqs = [{"custom_id": f"q{i}", "prompt": os.urandom(300).hex()} for i in range(4000)]

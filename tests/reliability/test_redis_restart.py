@@ -25,11 +25,12 @@ def test_redis_killed_mid_job_and_restarted_loses_nothing(
         # the test.
         create_settle_s=5,
     )
-    workers = [
-        st.worker(queues=["ingest", "events"], name="ingest"),
-        st.worker(queues=["api"], name="api"),
-        st.worker(queues=["results"], name="results"),
-    ]
+    with st.starting():
+        workers = [
+            st.worker(queues=["ingest", "events"], name="ingest"),
+            st.worker(queues=["api"], name="api"),
+            st.worker(queues=["results"], name="results"),
+        ]
     st.start_beat()
     reqs = prompts(400) + prompts(10, "once", " [[emulate:errored-once:overloaded_error]]")
     sub = st.client.submit(reqs, defaults=DEFAULTS)
@@ -64,11 +65,12 @@ def test_redis_restarted_from_an_older_append_only_file_pays_nothing_twice(
         max_batch_requests=50,
         max_in_flight_requests=100,
     )
-    workers = [
-        st.worker(queues=["ingest", "events"], name="ingest"),
-        st.worker(queues=["api"], name="api"),
-        st.worker(queues=["results"], name="results"),
-    ]
+    with st.starting():
+        workers = [
+            st.worker(queues=["ingest", "events"], name="ingest"),
+            st.worker(queues=["api"], name="api"),
+            st.worker(queues=["results"], name="results"),
+        ]
     st.start_beat()
     reqs = prompts(300)
     sub = st.client.submit(reqs, defaults=DEFAULTS)

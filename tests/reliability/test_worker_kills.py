@@ -17,10 +17,11 @@ from tests.support.procs import Worker, wait_for, worker_env
 def start(stack_factory: Any, *emulator_args: str, **settings: Any) -> Any:
     """A stack with one worker per stage and a hook receiver on its own queue."""
     st = stack_factory(*emulator_args, **settings)
-    st.ingest = st.worker(queues=["ingest", "events"], name="ingest")
-    st.api = st.worker(queues=["api"], name="api")
-    st.results = st.worker(queues=["results"], name="results", concurrency=1)
-    st.start_hooks()
+    with st.starting():
+        st.ingest = st.worker(queues=["ingest", "events"], name="ingest")
+        st.api = st.worker(queues=["api"], name="api")
+        st.results = st.worker(queues=["results"], name="results", concurrency=1)
+        st.start_hooks()
     st.start_beat()
     return st
 
@@ -69,7 +70,15 @@ def check_exactly_once(st: Any, job_id: str, reqs: list[dict[str, Any]]) -> Coun
 
 def test_kill_during_create(stack_factory: Any) -> None:
     st = start(
-        stack_factory, "--processing-seconds", "0.5", "--latency-ms", "1500", max_batch_requests=100
+        stack_factory,
+        "--processing-seconds",
+        "0.5",
+        "--latency-ms",
+        "1500",
+        max_batch_requests=100,
+        # A create whose worker died is looked for after create_settle_s (30 s by default,
+        # the wait test_create_once runs with); here it would only lengthen the test.
+        create_settle_s=3,
     )
     reqs = prompts(300)
     job_id = submit(st, reqs)
