@@ -501,17 +501,29 @@ class Store:
                 pipe.expire(key, seconds)
         pipe.execute()
 
-    def delete_job(self, job_id: str, chunk_count: int | None = None) -> None:
-        """Remove every key of the job, including chunks an interrupted ingest began."""
+    def delete_job(
+        self, job_id: str, chunk_count: int | None = None, keep_claim: bool = False
+    ) -> None:
+        """Remove every key of the job, including chunks an interrupted ingest began; with
+        keep_claim, its record stays as claimed (ingesting, its fingerprint), so the job
+        never disappears while a redelivered submit ingests it again."""
         keys = self.keys(job_id)
         listed = set(self.chunk_numbers(job_id))
         begun = self.r.hmget(keys.job, "ingest_chunks", "chunk_seq")
         highest = max([chunk_count or 0, *(int(v) for v in begun if v)])
         numbers = sorted(listed | set(range(highest)))
-        doomed = list(keys.static_keys())
+        doomed = [k for k in keys.static_keys() if not (keep_claim and k == keys.job)]
         for n in numbers:
             doomed += keys.chunk(n).all()
         for start in range(0, len(doomed), 500):
             self.r.delete(*doomed[start : start + 500])
+        if keep_claim:
+            names = ("state", "fingerprint", "created_at")
+            claim = dict(zip(names, self.r.hmget(keys.job, *names), strict=True))
+            pipe = self.r.pipeline(transaction=True)  # never seen half reset
+            pipe.delete(keys.job)
+            pipe.hset(keys.job, mapping={k: v for k, v in claim.items() if v})
+            pipe.execute()
+            return
         self.r.zrem(self.fleet.jobs, job_id)
         self.r.srem(self.fleet.active_jobs, job_id)

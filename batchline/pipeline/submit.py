@@ -169,9 +169,8 @@ def submit(
             return _existing(ctx, job_id)
         if not lease.acquire():
             raise Defer(ctx.settings.lease_s / 2, f"job {job_id} is being ingested elsewhere")
-        # A worker died mid-ingest: start over from a clean slate.
-        store.delete_job(job_id)
-        store.scripts.claim_job(keys=[keys.job], args=[fp, store.now()])
+        # A worker died mid-ingest: start over from a clean slate (the job stays claimed).
+        store.delete_job(job_id, keep_claim=True)
     elif not lease.acquire():
         raise Defer(ctx.settings.lease_s / 2, f"job {job_id} is being ingested elsewhere")
     try:

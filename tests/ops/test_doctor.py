@@ -197,10 +197,11 @@ def test_a_dead_worker_and_blocked_batches_are_named_with_what_comes_next(
     recovery = next(c for c in checks if c["name"] == "recovery")
     assert "job job_waits chunk(s) 2" in recovery["detail"]
     assert "1 message(s) held by worker doomed@dochost" in recovery["detail"]
-    # (by its last heartbeat + worker_dead_after_s + recovery_interval_s: 20 + 15 s)
+    # (by its last heartbeat + worker_dead_after_s + recovery_interval_s: 20 + 15 s, or at
+    # the pass after that when the last pass ran later, under load: up to one more interval)
     h, m, sec = map(int, recovery["detail"].split("handed to live workers by ")[1][:8].split(":"))
     shown_in = (h * 3600 + m * 60 + sec - killed_at % 86400) % 86400
-    assert 35 - 6 <= shown_in <= 35 + 1, shown_in
+    assert 35 - 6 <= shown_in <= 35 + 15 + 1, shown_in
     # And one line per blocked batch: job, chunk, batch, reason, since, the command to run
     blocked = [c for c in checks if c["name"] == "blocked"]
     assert [c["status"] for c in blocked] == ["warn"] * 3

@@ -16,7 +16,8 @@ from tests.support.procs import wait_for
 
 # Runs `batchline.submit_job` as a worker would, and dies (os._exit, like SIGKILL: no
 # cleanup, its leases left held) at one point of the ingest. Requests are stored and cut
-# into chunks a thousand at a time (Ingest._flush); the chunks are 2,000 requests here.
+# into chunks a hundred at a time here (Ingest._flush, every FLUSH_EVERY requests; a
+# thousand in a worker); the chunks are 200 requests.
 DIE_AT = """
 import os, sys
 import orjson
@@ -25,6 +26,7 @@ from batchline.pipeline import submit as submitting
 from tasks.submit import submit_job
 
 point, kwargs = sys.argv[1], orjson.loads(sys.argv[2])
+ingest.FLUSH_EVERY = 100
 flushes = []
 flush, write_chunks = ingest.Ingest._flush, ingest.Ingest._write_chunks
 job_fields = ingest.job_fields
@@ -38,7 +40,7 @@ def dying_flush(self):
     if stored:
         flushes.append(stored)
     if point == "during-the-first-chunk" and len(flushes) == 1:
-        die()  # chunk 0 holds 1,000 of its 2,000 requests
+        die()  # chunk 0 holds 100 of its 200 requests
     if point == "between-chunks" and len(flushes) == 2:
         die()  # chunk 0 whole, chunk 1 not begun
 
@@ -70,9 +72,9 @@ POINTS = [
 def test_a_submit_killed_mid_ingest_is_finished_exactly_by_its_redelivery(
     stack_factory: Any, point: str
 ) -> None:
-    # Given a 5,000-request job (three chunks) whose submit dies at `point`
-    st = stack_factory("--processing-seconds", "0.3", max_batch_requests=2000)
-    reqs = prompts(5000)
+    # Given a 500-request job (three chunks) whose submit dies at `point`
+    st = stack_factory("--processing-seconds", "0.3", max_batch_requests=200)
+    reqs = prompts(500)
     upload = st.client.upload(orjson.dumps(r) for r in reqs)
     kwargs = {"upload": upload, "job_id": f"crash-{point}", "defaults": DEFAULTS}
     died = subprocess.run(
@@ -90,12 +92,12 @@ def test_a_submit_killed_mid_ingest_is_finished_exactly_by_its_redelivery(
     final = st.client.wait(job_id, timeout_s=120)
     # Then the job is whole: three chunks of the right sizes, every request sent once
     assert final["state"] == "completed"
-    assert check_records(reqs, list(st.client.results(job_id))) == {"succeeded": 5000}
-    assert [b["requests"] for b in final["batches"]] == [2000, 2000, 1000]
+    assert check_records(reqs, list(st.client.results(job_id))) == {"succeeded": 500}
+    assert [b["requests"] for b in final["batches"]] == [200, 200, 100]
     r = st.redis.client()
-    assert [r.llen(f"bl:job:{job_id}:c:{n}:ids") for n in range(3)] == [2000, 2000, 1000]
+    assert [r.llen(f"bl:job:{job_id}:c:{n}:ids") for n in range(3)] == [200, 200, 100]
     stats = st.emulator.stats()
-    assert stats["batches_created"] == 3 and stats["requests_received"] == 5000
+    assert stats["batches_created"] == 3 and stats["requests_received"] == 500
     wait_for(lambda: not r.exists(upload_key(upload)), 10, what="the upload to go")
 
 
