@@ -366,10 +366,19 @@ class Client:
         interval_s: float = 0.5,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Block until the job is completed or canceled; returns its final status."""
+        """Block until the job is completed or canceled; returns its final status.
+
+        A Redis that cannot be reached for a while (a restart, a Sentinel failover) is
+        waited through like a job still running: the wait ends only at its timeout."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            st = self.status(job_id)
+            try:
+                st = self.status(job_id)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {job_id}: Redis unreachable ({exc})") from exc
+                time.sleep(interval_s)
+                continue
             if on_progress:
                 on_progress(st)
             if st["state"] in FINAL_JOB_STATES:

@@ -22,7 +22,7 @@ from bench.memory import RssSampler
 from bench.stack import close_client, stack
 
 DEFAULT_ROWS = 1_000_000
-QUICK_ROWS = 20_000
+QUICK_ROWS = 10_000
 TEMPLATE = "Summarize this support ticket in one sentence: {text}"
 SYSTEM = "You summarise tickets about {category} for the support team."
 DEFAULTS = {"model": "claude-haiku-4-5", "max_tokens": 200}

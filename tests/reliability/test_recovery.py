@@ -28,11 +28,16 @@ from tests.support.procs import Worker, wait_for
 # Shortened, and only these: the recovery pass runs every 2 s instead of 15 s, so what is
 # measured is the death detection (worker_dead_after_s, default 20 s) and not beat's period.
 # FAST's poll intervals stay (a batch's wait takes a second, not minutes), and so does its
-# sweep interval (1 s): with the visibility timeout and stall detection at their defaults the
-# soonest the sweep brings anything back is a poll quiet for stall_after_s (61 s with these
-# polls), and the poll test checks that it did not.
+# sweep interval (1 s). The visibility timeout, leases and stall detection are at their
+# defaults: the stall window is the one the default polls give (about 11 minutes), not the
+# 61 s FAST's short polls would derive, so the sweep cannot be what brings anything back on a
+# loaded machine either, and the poll test checks that it did not.
 RECOVERY = {"recovery_interval_s": 2}
-DEFAULTS_BACK = {"visibility_timeout_s": 3600, "lease_s": 60}  # FAST shortens these
+DEFAULTS_BACK = {  # FAST shortens these
+    "visibility_timeout_s": 3600,
+    "lease_s": 60,
+    "stall_after_s": Settings().stall_s,
+}
 SETTINGS = Settings(**RECOVERY)  # as the workers run
 DEAD_AFTER_S = SETTINGS.worker_dead_after_s
 # Kill to work restarting: the heartbeat's silence, one pass, and room for a loaded machine.
@@ -45,7 +50,6 @@ COMPLETE_BOUND_S = 240
 def start(stack_factory: Any, *emulator_args: str, **settings: Any) -> Any:
     """A stack with default visibility timeout, lease and stall settings, beat and hooks."""
     st = stack_factory(*emulator_args, **{**DEFAULTS_BACK, **RECOVERY, **settings})
-    st.env.pop("BATCHLINE_STALL_AFTER_S", None)  # back to its default (derived from polls)
     st.start_hooks()
     st.start_beat()
     return st
