@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
-# Most tests wait on real processes (workers, Redis, countdowns): run four at a time.
+# Most tests wait on real processes (workers, Redis, countdowns): run six at a time.
 PYTEST_WORKERS ?= 6
 
 .PHONY: install redis test demo bench lint format clean
