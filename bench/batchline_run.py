@@ -15,8 +15,8 @@ from typing import Any
 import redis
 
 from batchline.client import Client
+from batchline.devstack import RESULTS_WORKER_ARGS, RESULTS_WORKER_ENV
 from batchline.ingest import request_blob
-from batchline.localstack import RESULTS_WORKER_ARGS, RESULTS_WORKER_ENV
 from batchline.settings import Settings
 from batchline.store import FINAL_JOB_STATES, Chunk
 from batchline.validation import Request, validate_stream
@@ -32,7 +32,7 @@ SIZE_SAMPLE = 2000
 HOOK_THREADS = 100
 # How the bench deploys Batchline (README, Operations):
 #   split:   one prefork worker for ingest, api and events; `workers` results workers as
-#            the README deploys them (batchline.localstack.RESULTS_WORKER_ARGS and _ENV);
+#            the README deploys them (batchline.devstack.RESULTS_WORKER_ARGS and _ENV);
 #   prefork: one `celery -A workers worker` with `workers` pool processes on every queue.
 TOPOLOGIES = ("split", "prefork")
 

@@ -30,8 +30,8 @@ from typing import Any
 import anthropic
 import redis
 
+from batchline.devstack import EMULATOR_KEY, Emulator, RedisServer, wait_for
 from batchline.durability import Durability
-from batchline.localstack import EMULATOR_KEY, Emulator, RedisServer, wait_for
 from batchline.pipeline import create, submit
 from batchline.pipeline.context import Context, Defer
 from batchline.settings import Settings

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import redis
 
-from batchline.localstack import Worker
+from batchline.devstack import Worker
 
 SAMPLE_INTERVAL_S = 0.2
 

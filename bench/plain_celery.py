@@ -16,7 +16,7 @@ import anthropic
 from celery import Celery
 
 from batchline import api
-from batchline.localstack import EMULATOR_KEY
+from batchline.devstack import EMULATOR_KEY
 from bench import plain_app
 from bench.jobgen import Job
 from bench.memory import RssSampler

@@ -19,7 +19,7 @@ from typing import Any
 import anthropic
 
 from batchline.client import Client
-from batchline.localstack import EMULATOR_KEY
+from batchline.devstack import EMULATOR_KEY
 from batchline.settings import Settings
 from batchline.store import FINAL_JOB_STATES
 from bench.jobgen import write_job

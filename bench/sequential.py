@@ -21,7 +21,7 @@ from typing import Any
 import anthropic
 import orjson
 
-from batchline.localstack import PROJECT_ROOT, Emulator
+from batchline.devstack import PROJECT_ROOT, Emulator
 from bench.handlers import HANDLERS
 from bench.jobgen import read_job
 

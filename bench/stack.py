@@ -1,6 +1,6 @@
 """A private stack per measurement: redis-server, the emulator and Celery workers, all children.
 
-Built on batchline.localstack; every process is started here and stopped here.
+Built on batchline.devstack; every process is started here and stopped here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from batchline.client import Client
-from batchline.localstack import Emulator, RedisServer, Worker, stack_env
+from batchline.devstack import Emulator, RedisServer, Worker, stack_env
 
 # Timings for a local run: the emulator answers at once, so waits are short. Settings the
 # pipeline does not know are ignored by it (extra="ignore"), so modes can pass new ones.

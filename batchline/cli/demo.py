@@ -13,10 +13,10 @@ import click
 import orjson
 
 from batchline.client import Client
-from batchline.localstack import Beat, Emulator, RedisServer, Worker, stack_env
+from batchline.devstack import Beat, Emulator, RedisServer, Worker, stack_env
 from batchline.settings import Settings
 
-EXAMPLE = Path(__file__).parent / "examples" / "demo.jsonl"
+EXAMPLE = Path(__file__).parents[1] / "examples" / "demo.jsonl"
 DEFAULTS = {"model": "claude-haiku-4-5", "max_tokens": 200}
 
 # Timings for a local run: the emulator answers in seconds, so poll every fraction of one.
@@ -55,7 +55,7 @@ def run_demo(
     echo: Any = None,
 ) -> DemoOutcome:
     """Start Redis (and the emulator), workers and beat; run the example; stop them all."""
-    from batchline.cli import follow
+    from batchline.cli.main import follow
 
     say = echo or (lambda msg: click.echo(msg, err=True))
     tmp = tempfile.TemporaryDirectory(prefix="batchline-demo-") if workdir is None else None

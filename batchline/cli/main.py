@@ -12,8 +12,9 @@ import click
 import orjson
 import redis
 
-from batchline.cli_events import events, webhooks
-from batchline.cli_ops import doctor, metrics, unblock
+from batchline.cli.doctor import doctor
+from batchline.cli.events import events, webhooks
+from batchline.cli.ops import metrics, unblock
 from batchline.emulator.cli import emulator
 from batchline.errors import BatchlineError
 from batchline.redaction import redact_url
@@ -30,7 +31,7 @@ def user_error(exc: Exception) -> click.ClickException | None:
     if isinstance(exc, BatchlineError):
         return click.ClickException(str(exc))
     if isinstance(exc, ValidationError):
-        from batchline.doctor import settings_problem
+        from batchline.ops.doctor import settings_problem
 
         return click.ClickException(settings_problem(exc))
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
@@ -97,7 +98,7 @@ def follow(
     client: Any, job_id: str, interval_s: float = 0.5, plain: bool | None = None
 ) -> dict[str, Any]:
     """Show live progress until the job ends; returns the final status."""
-    from batchline.progress import JobProgress
+    from batchline.cli.progress import JobProgress
 
     view = JobProgress(plain=plain)
     try:
@@ -291,7 +292,7 @@ def status(job_id: str, as_json: bool, watch: bool) -> None:
     if as_json:
         _json(st)
         return
-    from batchline.progress import summary_line
+    from batchline.cli.progress import summary_line
 
     click.echo(summary_line(st))
     for b in st.get("batches", []):
@@ -462,7 +463,7 @@ def demo(
     """Run the bundled example job end to end on this machine, then stop everything."""
     from pathlib import Path
 
-    from batchline import demo as demo_mod
+    from batchline.cli import demo as demo_mod
 
     if no_emulator:
         import anthropic

@@ -66,7 +66,7 @@ def run(load_settings: Callable[[], Settings], timeout_s: float = 1.5) -> list[C
         checks += _worker_checks(settings, timeout_s)
     else:
         checks.append(Check("workers", SKIP, "not checked: the broker is unreachable"))
-    from batchline import doctor_jobs  # its checks build on this module's
+    from batchline.ops import doctor_jobs  # its checks build on this module's
 
     if state_ok and broker_ok:
         checks.append(doctor_jobs.recovery_check(settings))

@@ -9,8 +9,8 @@ from typing import Any
 import redis
 
 from batchline import liveness
-from batchline.doctor import FAIL, OK, REDIS_TIMEOUT_S, WARN, Check, one_line
 from batchline.keys import FleetKeys
+from batchline.ops.doctor import FAIL, OK, REDIS_TIMEOUT_S, WARN, Check, one_line
 from batchline.redisconn import connect
 from batchline.settings import Settings
 

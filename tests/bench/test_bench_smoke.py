@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchline.localstack import PROJECT_ROOT
+from batchline.devstack import PROJECT_ROOT
 from bench.__main__ import SECTIONS
 
 

@@ -7,8 +7,8 @@ import os
 import subprocess
 from typing import Any
 
+from batchline.devstack import BIN
 from batchline.events import EventKeys, job_events
-from batchline.localstack import BIN
 from tests.support.jobs import DEFAULTS, prompts
 from tests.support.procs import wait_for
 

@@ -13,9 +13,9 @@ import pytest
 
 from batchline import events
 from batchline.consumer import EventConsumer
+from batchline.devstack import BIN
 from batchline.errors import JobRefused
 from batchline.events import EventKeys
-from batchline.localstack import BIN
 from batchline.settings import Settings
 from batchline.webhooks import admin
 from batchline.webhooks.endpoints import endpoint_id

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from batchline.localstack import BIN, Proc, ProcessExited, free_port, wait_for
+from batchline.devstack import BIN, Proc, ProcessExited, free_port, wait_for
 
 FLOWER_ENTRY = ["celery", "-A", "workers", "flower"]
 

@@ -15,7 +15,7 @@ from unittest.mock import patch
 import orjson
 from click.testing import CliRunner, Result
 
-from batchline.localstack import BIN, free_port, wait_for
+from batchline.devstack import BIN, free_port, wait_for
 from tests.ops.support import stop_all
 from tests.support.jobs import check_records, prompts
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from batchline.localstack import BIN, wait_for
+from batchline.devstack import BIN, wait_for
 from tests.support.jobs import check_records, prompts
 
 QUEUED = re.compile(r"job (job_[0-9a-f]+) may still be queued: it will run when a worker comes up")

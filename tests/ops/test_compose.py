@@ -20,7 +20,7 @@ import pytest
 import redis
 import yaml
 
-from batchline.localstack import (
+from batchline.devstack import (
     PROJECT_ROOT,
     RESULTS_WORKER_ARGS,
     RESULTS_WORKER_ENV,

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import redis
 
-from batchline.localstack import BIN, RedisServer, free_port, wait_for
+from batchline.devstack import BIN, RedisServer, free_port, wait_for
 from tests.support.procs import API_KEY
 
 PASSWORD = "doctor-pass-8d2f"

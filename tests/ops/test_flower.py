@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from batchline.localstack import RedisServer, wait_for
+from batchline.devstack import RedisServer, wait_for
 from tests.ops.support import Flower, get, stop_all
 from tests.support.jobs import DEFAULTS, check_records, prompts
 from tests.support.procs import API_KEY

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from batchline.localstack import BIN, free_port, wait_for
+from batchline.devstack import BIN, free_port, wait_for
 from tests.ops.support import MetricsExporter, get, stop_all
 from tests.support.jobs import DEFAULTS, prompts
 

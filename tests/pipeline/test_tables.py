@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from batchline.devstack import BIN
 from batchline.errors import JobRefused
-from batchline.localstack import BIN
 from tests.support.jobs import DEFAULTS
 
 TEMPLATE = "Summarize: {text} (by {author})"

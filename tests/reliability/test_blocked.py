@@ -7,9 +7,9 @@ import os
 import subprocess
 from typing import Any
 
+from batchline.devstack import BIN
 from batchline.emulator.wire import key_id
 from batchline.events import EventKeys, job_events
-from batchline.localstack import BIN
 from tests.support.jobs import DEFAULTS, check_records, prompts
 from tests.support.procs import API_KEY, wait_for
 

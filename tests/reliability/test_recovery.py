@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 from batchline import lease as leases
+from batchline.devstack import RESULTS_WORKER_ARGS, RESULTS_WORKER_ENV
 from batchline.liveness import LivenessKeys, read_reports, waits
-from batchline.localstack import RESULTS_WORKER_ARGS, RESULTS_WORKER_ENV
 from batchline.settings import Settings
 from tests.support.jobs import DEFAULTS, check_records, prompts
 from tests.support.procs import Worker, wait_for

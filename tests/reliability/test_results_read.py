@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
+from batchline.devstack import BIN
 from batchline.emulator.results import block_order
-from batchline.localstack import BIN
 from tests.support.jobs import DEFAULTS, check_records, prompts
 from tests.support.procs import free_port, wait_for
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchline.localstack import RESULTS_WORKER_ARGS, RESULTS_WORKER_ENV
+from batchline.devstack import RESULTS_WORKER_ARGS, RESULTS_WORKER_ENV
 from tests.support.jobs import DEFAULTS, check_records, prompts
 from tests.support.procs import Worker, wait_for, worker_env
 

@@ -1,4 +1,4 @@
-"""Test helpers on top of batchline.localstack: fast timings, pool processes, HTTP reads."""
+"""Test helpers on top of batchline.devstack: fast timings, pool processes, HTTP reads."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import psutil
 
-from batchline.localstack import (  # noqa: F401 - re-exported for tests
+from batchline.devstack import (  # noqa: F401 - re-exported for tests
     Beat,
     Emulator,
     ProcessExited,

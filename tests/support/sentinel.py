@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from batchline.localstack import Proc, RedisServer, free_port, wait_for
+from batchline.devstack import Proc, RedisServer, free_port, wait_for
 
 MASTER = "mymaster"
 PASSWORD = "sentinel-test-password"

@@ -1,0 +1,1 @@
+"""Checking a running fleet: the checks behind `batchline doctor`."""
