@@ -21,7 +21,7 @@ def call(name: str, timeout_s: float = 60, **send: object) -> dict:
     """Send one of Batchline's tasks to its `ingest` queue and wait for the answer."""
     result = app.send_task(name, queue="ingest", **send)
     try:
-        return result.get(timeout=timeout_s)  # a refused job raises JobRefused's message
+        return result.get(timeout=timeout_s)  # a refused job raises its error, naming each line
     finally:
         result.forget()
 
