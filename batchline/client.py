@@ -21,6 +21,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from batchline import memory
 from batchline.errors import BatchlineError, JobConflict, JobNotFound, JobRefused
 from batchline.formats import MAGIC_BYTES, Prefixed, compression_of, detect_format, read_exactly
+from batchline.messaging.names import TaskName
 from batchline.pipeline.status import status as job_status
 from batchline.redisconn import connect
 from batchline.settings import Settings, get_settings
@@ -148,7 +149,7 @@ class Client:
     """Talks to Batchline through Redis (state) and Celery messages (work)."""
 
     def __init__(self, settings: Settings | None = None, app: Celery | None = None):
-        from workers.app import create_app
+        from batchline.messaging.app import create_app
 
         self.settings = settings or get_settings()
         self.app = app or create_app(self.settings)
@@ -298,7 +299,7 @@ class Client:
         options = {**options, "job_id": job_id}
         try:
             return self._call(
-                "batchline.submit_job",
+                TaskName.SUBMIT_JOB,
                 timeout_s,
                 answered=answered,
                 kwargs={**ref, **options},
@@ -427,4 +428,4 @@ class Client:
                 "retention, or its submit is still queued for a worker (it becomes a job, "
                 "which can then be canceled, once a worker takes it)"
             )
-        return self._call("batchline.cancel_job", timeout_s, args=(job_id,))
+        return self._call(TaskName.CANCEL_JOB, timeout_s, args=(job_id,))

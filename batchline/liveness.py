@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import redis
 
+from batchline.messaging.names import TASK_PREFIX
 from batchline.redisconn import connect
 from batchline.settings import Settings
 
@@ -27,7 +28,6 @@ CLOCK_MARGIN_S = 2.0
 REPORT_TTL_S = 86400
 
 RUNNING, STOPPING, STOPPED = "running", "stopping", "stopped"
-TASK_PREFIX = "batchline."  # every Batchline task's name starts so
 # A chunk whose results made no progress for this many recovery passes after a worker without
 # ack emulation died is published again even while the results queue is busy (the lost
 # results cannot be told apart from queued ones then).

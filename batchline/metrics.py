@@ -16,13 +16,13 @@ from prometheus_client.registry import Collector
 
 from batchline import logs
 from batchline.keys import FleetKeys, JobKeys
+from batchline.messaging.queues import Queue
 from batchline.metrics_recovery import RECOVERY_ACTIONS, recovery_metrics
 from batchline.pricing import NANO
 from batchline.redaction import redact_url
 from batchline.redisconn import connect
 from batchline.settings import Settings
 from batchline.store import CLOSED_CHUNK_STATES, FINAL_JOB_STATES, OPEN_CHUNK_STATES
-from workers.queues import Queue
 
 REDIS_TIMEOUT_S = 5.0
 # A scrape walks the chunks of at most this many active jobs (the rest are counted by state only).

@@ -36,15 +36,17 @@ from batchline.liveness import (
     Watch,
     read_reports,
 )
+from batchline.messaging.names import TaskName
+from batchline.messaging.queues import Queue
 from batchline.pipeline import results
 from batchline.pipeline.context import Context
 from batchline.pipeline.terminal import deliver_hooks
 from batchline.settings import Settings
 from batchline.store import FINAL_JOB_STATES, Chunk
 
-RESULTS_QUEUE = "results"
-FAN_OUT = "batchline.fan_out_results"
-PROCESS = "batchline.process_result"
+RESULTS_QUEUE = Queue.RESULTS.value
+FAN_OUT = TaskName.FAN_OUT_RESULTS
+PROCESS = TaskName.PROCESS_RESULT
 SLICE = 500
 # kombu's Redis transport keeps a queue's priority levels in lists named queue + SEP + level.
 PRIORITY_SEP = "\x06\x16"
@@ -178,7 +180,7 @@ def _after_death(ctx: Context, rep: Report, now: float) -> Counter[str]:
             if all_in:
                 # Its last result may have been recorded by the dead worker, which then
                 # never sent the plan (a redelivered result finds it recorded and stops).
-                ctx.dispatch.send("batchline.plan_retries", (job_id, chunk.number))
+                ctx.dispatch.send(TaskName.PLAN_RETRIES, (job_id, chunk.number))
                 done["plans"] += 1
             elif results_lost:
                 watch = Watch(
@@ -208,7 +210,7 @@ def _finalize_if_done(ctx: Context, job_id: str) -> None:
         int(f.get(k) or 0) for k in ("succeeded", "failed", "canceled")
     )
     if remaining <= 0:
-        ctx.dispatch.send("batchline.finalize_job", (job_id,))
+        ctx.dispatch.send(TaskName.FINALIZE_JOB, (job_id,))
 
 
 # --- chunks whose results a dead worker may have taken with it ---

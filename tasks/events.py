@@ -7,24 +7,25 @@ from typing import Any
 from celery import signals
 
 from batchline import logs
+from batchline.messaging.names import TaskName
 from batchline.webhooks import deliver, dispatch, scheduler
 from tasks.base import PipelineTask
 from workers.app import app
 
 
-@app.task(name="batchline.dispatch_event", base=PipelineTask, bind=True)
+@app.task(name=TaskName.DISPATCH_EVENT.value, base=PipelineTask, bind=True)
 def dispatch_event(self: PipelineTask) -> None:
     """Read new events from the stream into the lanes of the endpoints that want them."""
     self.step(dispatch.drain)
 
 
-@app.task(name="batchline.deliver_webhook", base=PipelineTask, bind=True)
+@app.task(name=TaskName.DELIVER_WEBHOOK.value, base=PipelineTask, bind=True)
 def deliver_webhook(self: PipelineTask, endpoint_id: str, job_id: str, event_id: str) -> None:
     """One attempt at delivering the head of an endpoint's lane for a job."""
     self.step(deliver.deliver, endpoint_id, job_id, event_id)
 
 
-@app.task(name="batchline.schedule_webhooks", base=PipelineTask, bind=True)
+@app.task(name=TaskName.SCHEDULE_WEBHOOKS.value, base=PipelineTask, bind=True)
 def schedule_webhooks(
     self: PipelineTask, chain_id: str | None = None, restart: bool = False
 ) -> None:
@@ -39,6 +40,6 @@ def schedule_webhooks(
 def _start_scheduler(sender: Any = None, **_: Any) -> None:
     """A starting worker replaces a scheduler chain that may have died with the old one."""
     try:
-        app.send_task("batchline.schedule_webhooks", kwargs={"restart": True}, ignore_result=True)
+        app.send_task(TaskName.SCHEDULE_WEBHOOKS, kwargs={"restart": True}, ignore_result=True)
     except Exception:  # the worker must start even when the broker blips at that moment
         logs.LOGGER.exception("webhook.scheduler_start_failed")

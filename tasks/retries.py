@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from batchline.messaging.names import TaskName
 from batchline.pipeline import retries
 from tasks.base import PipelineTask
 from workers.app import app
 
 
-@app.task(name="batchline.plan_retries", base=PipelineTask, bind=True)
+@app.task(name=TaskName.PLAN_RETRIES.value, base=PipelineTask, bind=True)
 def plan_retries(self: PipelineTask, job_id: str, chunk: int) -> None:
     self.step(retries.plan_retries, job_id, chunk)

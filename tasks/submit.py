@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from batchline.messaging.names import TaskName
 from batchline.pipeline.submit import submit
 from batchline.settings import get_settings
 from batchline.store import JobOptions
@@ -11,7 +12,7 @@ from tasks.base import PipelineTask
 from workers.app import app
 
 
-@app.task(name="batchline.submit_job", base=PipelineTask, bind=True, ignore_result=False)
+@app.task(name=TaskName.SUBMIT_JOB.value, base=PipelineTask, bind=True, ignore_result=False)
 def submit_job(
     self: PipelineTask,
     requests: list[Any] | None = None,

@@ -210,9 +210,9 @@ def replay_cmd(
     deliveries: tuple[str, ...], endpoint: str | None, replay_all: bool, as_json: bool
 ) -> None:
     """Send dead letters again, with their original webhook-id, body and a fresh schedule."""
+    from batchline.messaging.app import create_app
+    from batchline.messaging.dispatch import CeleryDispatcher
     from batchline.webhooks import admin
-    from workers.app import create_app
-    from workers.runtime import CeleryDispatcher
 
     settings, r = _state()
     refs = list(deliveries)

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from batchline.messaging.names import TaskName
+
 
 @click.command()
 @click.option("--host", help="Interface to listen on [default: BATCHLINE_METRICS_HOST].")
@@ -78,5 +80,5 @@ def unblock(job_id: str, chunks: tuple[int, ...], resend: bool, timeout_s: float
         click.echo(f"job {job_id} has no blocked batch")
         return
     for number in targets:
-        answer = client._call("batchline.unblock_chunk", timeout_s, args=(job_id, number, resend))
+        answer = client._call(TaskName.UNBLOCK_CHUNK, timeout_s, args=(job_id, number, resend))
         click.echo(f"chunk {number}: {answer['state']}: {answer['message']}")

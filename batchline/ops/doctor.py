@@ -178,10 +178,8 @@ def _mib(n: int) -> str:
 
 def _worker_checks(settings: Settings, timeout_s: float) -> list[Check]:
     """One broadcast: every worker that answers says which queues it consumes."""
-    # Imported here: importing `workers` builds the app from the environment's settings,
-    # which must not happen before the settings check has had its say.
-    from workers.app import create_app
-    from workers.queues import Queue
+    from batchline.messaging.app import create_app
+    from batchline.messaging.queues import Queue
 
     app = create_app(settings)
     try:
@@ -239,8 +237,8 @@ def _beat_check(settings: Settings) -> Check:
 
 
 def _queue_depths(settings: Settings) -> dict[str, int]:
+    from batchline.messaging.queues import Queue
     from batchline.metrics import PRIORITY_SEP, PRIORITY_STEPS
-    from workers.queues import Queue
 
     r = connect(settings.broker, settings, socket_timeout=REDIS_TIMEOUT_S)
     pipe = r.pipeline(transaction=False)

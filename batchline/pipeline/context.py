@@ -11,6 +11,7 @@ from batchline import events, logs
 from batchline.errors import JobNotFound
 from batchline.lease import Lease
 from batchline.limiter import Limiter
+from batchline.messaging.names import TaskName
 from batchline.settings import Settings
 from batchline.store import Store
 
@@ -83,7 +84,7 @@ class Context:
                 self.store.r, keys, event, self.settings.events_retention_s, final_of=final_of
             )
             if wake:
-                self.dispatch.send("batchline.dispatch_event", ())
+                self.dispatch.send(TaskName.DISPATCH_EVENT, ())
             return entry is not None
         except Exception:
             logs.LOGGER.exception("event.emit_failed", extra={"fields": {"job_id": job_id}})

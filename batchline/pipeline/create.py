@@ -42,6 +42,7 @@ from batchline.errors import (
 )
 from batchline.ingest import blob_wire
 from batchline.lease import Lease
+from batchline.messaging.names import TaskName
 from batchline.pipeline import snapshot
 from batchline.pipeline.context import Context, Defer
 from batchline.pipeline.terminal import close_chunk
@@ -461,7 +462,7 @@ def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconcile
                 "batch.duplicate_canceled", job_id=job_id, chunk=chunk.number, batch_id=batch.id
             )
             ctx.emit(job_id, "batch.duplicate_canceled", batch_id=batch.id, chunk=chunk.number)
-        ctx.dispatch.send("batchline.cancel_batch", (job_id, chunk.number, batch.id))
+        ctx.dispatch.send(TaskName.CANCEL_BATCH, (job_id, chunk.number, batch.id))
         return
     if verdict != "adopted":
         if verdict not in ("same",):
@@ -499,9 +500,9 @@ def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconcile
             "batch.canceled_after_create", job_id=job_id, chunk=chunk.number, batch_id=batch.id
         )
         ctx.emit(job_id, "batch.canceled_after_create", batch_id=batch.id, chunk=chunk.number)
-        ctx.dispatch.send("batchline.cancel_batch", (job_id, chunk.number, batch.id))
+        ctx.dispatch.send(TaskName.CANCEL_BATCH, (job_id, chunk.number, batch.id))
     ctx.dispatch.send(
-        "batchline.poll_batch", (job_id, chunk.number, batch.id, 1), countdown=ctx.poll_delay_s(0)
+        TaskName.POLL_BATCH, (job_id, chunk.number, batch.id, 1), countdown=ctx.poll_delay_s(0)
     )
 
 
@@ -548,4 +549,4 @@ def split_chunk(ctx: Context, chunk: Chunk, reason: str) -> None:
     )
     ctx.limiter.enqueue([f"{job_id}:{n}" for n in numbers])
     for n in numbers:
-        ctx.dispatch.send("batchline.create_batch", (job_id, n))
+        ctx.dispatch.send(TaskName.CREATE_BATCH, (job_id, n))

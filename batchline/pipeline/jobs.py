@@ -6,6 +6,7 @@ from typing import Any
 
 from batchline import logs
 from batchline.classify import CANCELED
+from batchline.messaging.names import TaskName
 from batchline.pipeline.context import Context
 from batchline.pipeline.retries import flush_pool
 from batchline.pipeline.status import status
@@ -100,14 +101,14 @@ def cancel_job(ctx: Context, job_id: str) -> dict[str, Any]:
             close_chunk(ctx, chunk, "canceled", CANCELED, from_states=("pending",))
         elif chunk.state == "blocked":
             if chunk.batch_id:  # it may answer again; then it stops too
-                ctx.dispatch.send("batchline.cancel_batch", (job_id, chunk.number, chunk.batch_id))
+                ctx.dispatch.send(TaskName.CANCEL_BATCH, (job_id, chunk.number, chunk.batch_id))
             close_chunk(ctx, chunk, "canceled", CANCELED, from_states=("blocked",))
         elif chunk.state == "in_progress" and chunk.batch_id:
-            ctx.dispatch.send("batchline.cancel_batch", (job_id, chunk.number, chunk.batch_id))
+            ctx.dispatch.send(TaskName.CANCEL_BATCH, (job_id, chunk.number, chunk.batch_id))
         elif chunk.state == "creating":
             # The create path checks the cancel once the call's outcome is known: a batch
             # made is canceled at once; none made, the chunk ends canceled.
-            ctx.dispatch.send("batchline.create_batch", (job_id, chunk.number))
+            ctx.dispatch.send(TaskName.CREATE_BATCH, (job_id, chunk.number))
     flush_pool(ctx, job_id)
-    ctx.dispatch.send("batchline.finalize_job", (job_id,))
+    ctx.dispatch.send(TaskName.FINALIZE_JOB, (job_id,))
     return status(store, job_id)

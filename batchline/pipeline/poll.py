@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchline import api, logs
 from batchline.errors import BatchNotFound, PermanentApiError, RateLimited, RetryableApiError
+from batchline.messaging.names import TaskName
 from batchline.pipeline import snapshot
 from batchline.pipeline.context import Context, Defer
 from batchline.store import Chunk
@@ -56,7 +57,7 @@ def poll_batch(ctx: Context, job_id: str, number: int, batch_id: str, gen: int) 
             # Every batch ends by its expiry; one that has not is stopped, then waited for.
             logs.warning("batch.overdue", job_id=job_id, chunk=number, batch_id=batch_id)
             store.touch_chunk(job_id, number, overdue_cancel_at=now)
-            ctx.dispatch.send("batchline.cancel_batch", (job_id, number, batch_id))
+            ctx.dispatch.send(TaskName.CANCEL_BATCH, (job_id, number, batch_id))
         elif now > canceled_at + grace:
             block(ctx, chunk, "overdue", "in progress past its expiry, and still after a cancel")
             return
@@ -116,7 +117,7 @@ def mark_ended(ctx: Context, chunk: Chunk, batch: MessageBatch | None, lost: str
             k: fields.get(f"b_{k}", 0) for k in ("succeeded", "errored", "canceled", "expired")
         },
     )
-    ctx.dispatch.send("batchline.fan_out_results", (chunk.job_id, chunk.number, chunk.batch_id))
+    ctx.dispatch.send(TaskName.FAN_OUT_RESULTS, (chunk.job_id, chunk.number, chunk.batch_id))
 
 
 def block(ctx: Context, chunk: Chunk, reason: str, error: str) -> bool:
@@ -198,13 +199,13 @@ def unblock(ctx: Context, job_id: str, number: int, resend: bool = False) -> dic
                 mark_ended(ctx, store.chunk(job_id, number) or chunk, batch)
         elif store.transition(job_id, number, "blocked", "ended", blocked_reason="",
                               fanout_runs=0, fanout_failures=0, fanout_done=""):  # fmt: skip
-            ctx.dispatch.send("batchline.fan_out_results", (job_id, number, batch_id))
+            ctx.dispatch.send(TaskName.FAN_OUT_RESULTS, (job_id, number, batch_id))
     else:
         meta = store.chunk_keys(job_id, number).meta
         if store.transition(job_id, number, "blocked", "in_progress", blocked_reason="",
                             polled_at=now, overdue_cancel_at=""):  # fmt: skip
             gen = int(store.r.hincrby(meta, "poll_gen", 1))
-            ctx.dispatch.send("batchline.poll_batch", (job_id, number, batch_id, gen))
+            ctx.dispatch.send(TaskName.POLL_BATCH, (job_id, number, batch_id, gen))
     logs.event("batch.unblocked", job_id=job_id, chunk=number, batch_id=batch_id)
     ctx.emit(job_id, "batch.unblocked", batch_id=batch_id, chunk=number)
     return {"chunk": number, "state": "resumed", "message": f"batch {batch_id} answers again"}
@@ -224,7 +225,7 @@ def _resend(ctx: Context, chunk: Chunk) -> dict[str, Any]:
         snapshot.untrack(ctx, chunk.batch_id)
     logs.warning("batch.resent", job_id=chunk.job_id, chunk=chunk.number, batch_id=chunk.batch_id)
     ctx.emit(chunk.job_id, "batch.resent", batch_id=chunk.batch_id, chunk=chunk.number)
-    ctx.dispatch.send("batchline.fan_out_results", (chunk.job_id, chunk.number, chunk.batch_id))
+    ctx.dispatch.send(TaskName.FAN_OUT_RESULTS, (chunk.job_id, chunk.number, chunk.batch_id))
     return {"chunk": chunk.number, "state": "resent", "message": "requests sent again"}
 
 

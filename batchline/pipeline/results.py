@@ -14,6 +14,7 @@ from batchline.errors import BatchNotFound, RateLimited, RetryableApiError
 from batchline.ingest import blob_header
 from batchline.keys import JobKeys
 from batchline.lease import Lease
+from batchline.messaging.names import TaskName
 from batchline.pipeline.context import Context, Defer
 from batchline.pipeline.poll import block
 from batchline.pipeline.terminal import after, deliver_hooks, finish_followers
@@ -180,7 +181,7 @@ def _publish(ctx: Context, chunk: Chunk, buffer: list[tuple[str, bytes]], resume
         for cid, new in zip(candidates, stored, strict=True)
         if new or resumed
     ]
-    ctx.dispatch.send_many("batchline.process_result", publish)
+    ctx.dispatch.send_many(TaskName.PROCESS_RESULT, publish)
 
 
 def _resolve_missing(ctx: Context, chunk: Chunk) -> None:
@@ -220,7 +221,7 @@ def republish_unprocessed(ctx: Context, chunk: Chunk) -> int:
     ck = ctx.store.keys(chunk.job_id).chunk(chunk.number)
     ids = [k.decode() for k in ctx.store.r.hkeys(ck.raw)]
     ctx.dispatch.send_many(
-        "batchline.process_result",
+        TaskName.PROCESS_RESULT,
         [(chunk.job_id, chunk.number, chunk.batch_id, cid) for cid in ids],
     )
     if not ids:

@@ -7,6 +7,7 @@ from batchline import logs
 from batchline.chunking import TAG_BYTES, Chunker, new_tag
 from batchline.classify import CANCELED, Outcome
 from batchline.ingest import blob_wire
+from batchline.messaging.names import TaskName
 from batchline.pipeline.context import Context
 from batchline.pipeline.results import record_outcomes
 
@@ -34,7 +35,7 @@ def plan_retries(ctx: Context, job_id: str, number: int) -> None:
     if pool and (open_chunks <= 0 or pool >= ctx.settings.max_batch_requests):
         flush_pool(ctx, job_id)
     elif open_chunks <= 0:
-        ctx.dispatch.send("batchline.finalize_job", (job_id,))
+        ctx.dispatch.send(TaskName.FINALIZE_JOB, (job_id,))
 
 
 def flush_pool(ctx: Context, job_id: str) -> int:
@@ -105,5 +106,5 @@ def _make_chunk(ctx: Context, job_id: str) -> bool:
         "chunk.retry_made", job_id=job_id, chunk=number, requests=taken, attempt=int(attempt)
     )
     ctx.limiter.enqueue([f"{job_id}:{number}"])
-    ctx.dispatch.send("batchline.create_batch", (job_id, number))
+    ctx.dispatch.send(TaskName.CREATE_BATCH, (job_id, number))
     return True

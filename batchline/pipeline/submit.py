@@ -17,6 +17,7 @@ from batchline.errors import JobConflict, JobRefused
 from batchline.formats import MissingExtra, detect_format, read_items, read_path
 from batchline.ingest import Ingest, fingerprint, job_fields, refuse
 from batchline.lease import Lease
+from batchline.messaging.names import TaskName
 from batchline.pipeline.context import Context, Defer
 from batchline.pipeline.terminal import deliver_hooks
 from batchline.sources import (
@@ -120,9 +121,9 @@ def _start(ctx: Context, job_id: str, numbers: list[int]) -> None:
     """Queue the creates of a stored job's chunks, then note that they were queued."""
     ctx.limiter.enqueue([f"{job_id}:{n}" for n in numbers])
     for n in numbers:
-        ctx.dispatch.send("batchline.create_batch", (job_id, n))
+        ctx.dispatch.send(TaskName.CREATE_BATCH, (job_id, n))
     if not numbers:  # nothing to send: every request rejected or from the cache
-        ctx.dispatch.send("batchline.finalize_job", (job_id,))
+        ctx.dispatch.send(TaskName.FINALIZE_JOB, (job_id,))
     ctx.store.r.hset(ctx.store.keys(job_id).job, "started", 1)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from batchline import logs
+from batchline.messaging.names import TaskName
 from batchline.pipeline.context import Context
 from batchline.pipeline.jobs import emit_final, release
 from batchline.pipeline.retries import flush_pool
@@ -72,23 +73,23 @@ def _rearm(ctx: Context, chunk: Chunk, now: float) -> str | None:
         chunk.state == "creating" and not ctx.lease(f"create:{chunk.ref}").held()
     ):
         store.touch_chunk(job_id, n)
-        ctx.dispatch.send("batchline.create_batch", (job_id, n))
+        ctx.dispatch.send(TaskName.CREATE_BATCH, (job_id, n))
         return "create"
     if chunk.state == "in_progress" and chunk.batch_id:
         gen = int(store.r.hincrby(store.chunk_keys(job_id, n).meta, "poll_gen", 1))
         store.touch_chunk(job_id, n, polled_at=now)
-        ctx.dispatch.send("batchline.poll_batch", (job_id, n, chunk.batch_id, gen))
+        ctx.dispatch.send(TaskName.POLL_BATCH, (job_id, n, chunk.batch_id, gen))
         return "poll"
     if chunk.state == "ended":
         if chunk.number_field("processed") >= chunk.count:
             store.touch_chunk(job_id, n)
-            ctx.dispatch.send("batchline.plan_retries", (job_id, n))
+            ctx.dispatch.send(TaskName.PLAN_RETRIES, (job_id, n))
             return "plan"
         if chunk.fields.get("fanout_done") != "1":
             if ctx.lease(f"fanout:{chunk.ref}").held():
                 return None  # a live fan-out renews its lease
             store.touch_chunk(job_id, n)
-            ctx.dispatch.send("batchline.fan_out_results", (job_id, n, chunk.batch_id))
+            ctx.dispatch.send(TaskName.FAN_OUT_RESULTS, (job_id, n, chunk.batch_id))
             return "fan_out"
         # Every subtask was published; the broker redelivers a dead worker's unacked ones
         # after visibility_timeout_s. Results still unprocessed well after that were lost
@@ -97,7 +98,7 @@ def _rearm(ctx: Context, chunk: Chunk, now: float) -> str | None:
         lost_after = ctx.settings.visibility_timeout_s + ctx.settings.stall_s
         if now - max(chunk.time_field("progress_at"), chunk.time_field("touched_at")) > lost_after:
             store.touch_chunk(job_id, n)
-            ctx.dispatch.send("batchline.fan_out_results", (job_id, n, chunk.batch_id))
+            ctx.dispatch.send(TaskName.FAN_OUT_RESULTS, (job_id, n, chunk.batch_id))
             return "republish"
     return None
 
@@ -111,7 +112,7 @@ def _recheck(ctx: Context, chunk: Chunk, now: float) -> str | None:
     if now - chunk.time_field("blocked_checked_at") < ctx.settings.blocked_recheck_s:
         return None
     ctx.store.touch_chunk(chunk.job_id, chunk.number, blocked_checked_at=now)
-    ctx.dispatch.send("batchline.unblock_chunk", (chunk.job_id, chunk.number, False))
+    ctx.dispatch.send(TaskName.UNBLOCK_CHUNK, (chunk.job_id, chunk.number, False))
     return "recheck"
 
 
@@ -127,7 +128,7 @@ def _job_level(ctx: Context, job_id: str) -> Counter[str]:
         int(f.get(k) or 0) for k in ("succeeded", "failed", "canceled")
     )
     if remaining <= 0:
-        ctx.dispatch.send("batchline.finalize_job", (job_id,))
+        ctx.dispatch.send(TaskName.FINALIZE_JOB, (job_id,))
         out["finalize"] += 1
     out["hooks"] += _stale_hooks(ctx, job_id)
     return out

@@ -8,6 +8,7 @@ from typing import Any
 
 from batchline import logs
 from batchline.ingest import blob_header
+from batchline.messaging.names import TaskName
 from batchline.pipeline.context import Context
 from batchline.pipeline.status import status
 from batchline.pricing import cost_nusd
@@ -124,9 +125,9 @@ def _cost(ctx: Context, rec: dict[str, Any]) -> int:
 def after(ctx: Context, job_id: str, number: int | str, fin: Finished) -> None:
     """Schedule what recorded outcomes make due: retry planning, job completion."""
     if isinstance(number, int) and fin.count and fin.processed >= fin.count:
-        ctx.dispatch.send("batchline.plan_retries", (job_id, number))
+        ctx.dispatch.send(TaskName.PLAN_RETRIES, (job_id, number))
     if fin.remaining <= 0:
-        ctx.dispatch.send("batchline.finalize_job", (job_id,))
+        ctx.dispatch.send(TaskName.FINALIZE_JOB, (job_id,))
 
 
 def request_lines(ctx: Context, job_id: str, api_ids: Sequence[str]) -> dict[str, int]:
@@ -180,4 +181,4 @@ def close_chunk(
         reason=error["message"],
     )
     if remaining <= 0:
-        ctx.dispatch.send("batchline.finalize_job", (job_id,))
+        ctx.dispatch.send(TaskName.FINALIZE_JOB, (job_id,))

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from batchline.events import NUDGE_MS, EventKeys
+from batchline.messaging.names import TaskName
 from batchline.webhooks.outbox import Next
 
 if TYPE_CHECKING:
     from batchline.pipeline.context import Context
 
-DELIVER = "batchline.deliver_webhook"
-SCHEDULE = "batchline.schedule_webhooks"
-DISPATCH = "batchline.dispatch_event"
+DELIVER = TaskName.DELIVER_WEBHOOK
+SCHEDULE = TaskName.SCHEDULE_WEBHOOKS
+DISPATCH = TaskName.DISPATCH_EVENT
 
 
 def send_next(ctx: Context, endpoint_id: str, job_id: str, nxt: Next) -> None:

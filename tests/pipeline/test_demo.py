@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 
-from batchline.demo import EXAMPLE, print_summary, run_demo
+from batchline.cli.demo import EXAMPLE, print_summary, run_demo
 
 
 def test_demo_runs_the_example_and_writes_every_result(tmp_path: Path) -> None:

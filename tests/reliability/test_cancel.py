@@ -12,13 +12,13 @@ import pytest
 import redis
 
 from batchline.events import EventKeys, job_events
+from batchline.messaging.dispatch import CeleryDispatcher
 from batchline.pipeline import jobs
 from batchline.pipeline.context import Context
 from batchline.settings import Settings
 from batchline.store import Store
 from tests.support.jobs import DEFAULTS, prompts
 from tests.support.procs import API_KEY, wait_for
-from workers.runtime import CeleryDispatcher
 
 
 class Interleaved(redis.Redis):

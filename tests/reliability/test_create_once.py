@@ -14,13 +14,13 @@ import redis
 
 from batchline import api
 from batchline.emulator.wire import key_id
+from batchline.messaging.dispatch import CeleryDispatcher
 from batchline.pipeline.context import Context
 from batchline.pipeline.create import chunk_body, record_created
 from batchline.settings import Settings
 from batchline.store import Store
 from tests.support.jobs import DEFAULTS, check_records, prompts
 from tests.support.procs import API_KEY, wait_for
-from workers.runtime import CeleryDispatcher
 
 OTHER_KEY = "sk-test-another-application-0987654321"
 OURS = key_id(API_KEY)
