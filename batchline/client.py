@@ -21,6 +21,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from batchline import memory
 from batchline.errors import BatchlineError, JobConflict, JobNotFound, JobRefused
 from batchline.formats import MAGIC_BYTES, Prefixed, compression_of, detect_format, read_exactly
+from batchline.keys import upload_key
 from batchline.messaging.names import TaskName
 from batchline.pipeline.status import status as job_status
 from batchline.redisconn import connect
@@ -29,7 +30,6 @@ from batchline.sources import (
     READ_BYTES,
     iter_blocks,
     resolve_source,
-    upload_key,
     upload_segments,
 )
 from batchline.store import FINAL_JOB_STATES, TABLE_OPTIONS, Store

@@ -15,7 +15,8 @@ from typing import Any
 
 import redis
 
-from batchline.events import Event, EventKeys, decode_entry
+from batchline.events import Event, decode_entry
+from batchline.keys import ConsumerKeys, EventKeys
 
 DEFAULT_SEEN_TTL_S = 86400  # duplicates come within seconds to minutes of the original
 
@@ -57,7 +58,7 @@ class EventConsumer:
                 raise
 
     def seen_key(self, event_id: str) -> str:
-        return f"{self.prefix}:consumer:{self.group}:seen:{event_id}"
+        return ConsumerKeys(self.prefix, self.group).seen(event_id)
 
     def _entries(self, count: int, block_ms: int | None) -> list[Any]:
         reply: Any

@@ -13,10 +13,13 @@ chunk that was pending when Redis came back is looked for in `list` before it is
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import redis
+
+from batchline.keys import ServerKeys
+from batchline.scripts import A, K, Script, Value
 
 # How long what a Redis server says of itself (replicas, version, AOF) is trusted.
 INFO_TTL_S = 5.0
@@ -58,11 +61,13 @@ class Durability:
         self._how = (time.monotonic(), how)
         return how
 
-    def run(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, bool]:
+    def run(
+        self, script: Script[K, A], keys: K, args: A, rest: Iterable[Value] = ()
+    ) -> tuple[Any, bool]:
         """The script's result, and whether its writes are durable as the mode asks."""
         how = self.how()
         pipe = self.r.pipeline(transaction=False)
-        script(keys=keys, args=args, client=pipe)
+        script(pipe, keys, args, rest)
         if how == "replica":
             pipe.execute_command("WAIT", 1, self.timeout_ms)
         elif how == "fsync":
@@ -84,16 +89,12 @@ def _version(info: Any) -> tuple[int, int]:
 
 
 # Remember which Redis server this is; when another one answers (a restart, a failover), note
-# when it was first seen. KEYS: run id key, seen-since key. ARGV: the server's run id.
-# Returns the time (Redis's clock) this server was first seen.
-SERVER_SEEN = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  local t = redis.call('TIME')
-  redis.call('SET', KEYS[1], ARGV[1])
-  redis.call('SET', KEYS[2], t[1] .. '.' .. string.format('%06d', t[2]))
-end
-return redis.call('GET', KEYS[2])
-"""
+# when it was first seen. Returns the time (Redis's clock) this server was first seen.
+class ServerSeenArgs(NamedTuple):
+    run_id: str  # the server's
+
+
+SERVER_SEEN = Script("server_seen", ServerKeys, ServerSeenArgs)
 
 
 def server_since(r: redis.Redis, prefix: str) -> float:
@@ -103,5 +104,5 @@ def server_since(r: redis.Redis, prefix: str) -> float:
     the run id differs from the one recorded, whatever the restored data says.
     """
     run_id = r.info("server")["run_id"]
-    seen = r.eval(SERVER_SEEN, 2, f"{prefix}:redis:run_id", f"{prefix}:redis:since", run_id)
+    seen = SERVER_SEEN(r, ServerKeys.under(prefix), ServerSeenArgs(run_id))
     return float(seen)

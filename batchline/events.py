@@ -12,12 +12,13 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 import redis
 
+from batchline.keys import EventKeys
+from batchline.scripts import Script
 from batchline.wire import dumps, loads
 
 WEBHOOK_GROUP = "batchline-webhooks"  # the dispatcher's own consumer group
@@ -38,31 +39,30 @@ EMIT_MARK_MS = 300_000
 # How long "a dispatch task is queued" holds before another emit may queue one more.
 NUDGE_MS = 60_000
 
-# KEYS: fleet stream, job stream, emitted mark, dispatch-queued flag[, job hash]
-# ARGV: event JSON, retention ms, job stream TTL s, webhook group, mark ms, nudge ms
-# [, event id]. With the job hash (a job's final event), the event is written only if the
-# job has none yet, and its id is recorded there in the same step: never lost (the sweep
-# writes it when missing), never written twice.
+
+# With the job hash (a job's final event), the event is written only if the job has none
+# yet, and its id is recorded there in the same step: never lost (the sweep writes it when
+# missing), never written twice.
 # Returns {fleet entry id or false when already written, 1 when a dispatch should be sent}.
-EMIT = """
-if KEYS[5] and redis.call('HGET', KEYS[5], 'final_event_id') then
-  return {false, 0}
-end
-if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[5]) then
-  return {false, 0}
-end
-if KEYS[5] then redis.call('HSET', KEYS[5], 'final_event_id', ARGV[7]) end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local minid = string.format('%d-0', now_ms - tonumber(ARGV[2]))
-pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[4], '$', 'MKSTREAM')
-local id = redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'event', ARGV[1])
-redis.call('XADD', KEYS[2], 'MINID', '~', minid, '*', 'event', ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-local nudge = 0
-if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[6]) then nudge = 1 end
-return {id, nudge}
-"""
+class EmitKeys(NamedTuple):
+    fleet: str  # the fleet stream
+    job: str  # the job's stream
+    emitted: str  # the event id's emitted mark
+    dispatch_queued: str  # the dispatch-queued flag
+    final_of: str | None = None  # the job hash, for a job's final event
+
+
+class EmitArgs(NamedTuple):
+    event: bytes  # the event as JSON
+    retention_ms: int
+    job_stream_ttl_s: int
+    group: str  # the webhook dispatcher's consumer group
+    mark_ms: int
+    nudge_ms: int
+    event_id: str | None = None  # with final_of
+
+
+EMIT = Script("emit_event", EmitKeys, EmitArgs)
 
 
 class Event(TypedDict):
@@ -72,30 +72,6 @@ class Event(TypedDict):
     type: str
     timestamp: str  # ISO 8601, UTC, milliseconds: 2026-01-31T12:00:00.123Z
     data: dict[str, Any]  # always job_id and metadata, then the type's own fields
-
-
-@dataclass(frozen=True)
-class EventKeys:
-    """The streams and marks of the event log under one prefix."""
-
-    prefix: str
-
-    @property
-    def fleet(self) -> str:
-        """Stream: every event of every job (consumer groups read this one)."""
-        return f"{self.prefix}:events"
-
-    def job(self, job_id: str) -> str:
-        """Stream: one job's events, expiring with the retention after its last event."""
-        return f"{self.prefix}:job:{job_id}:events"
-
-    def emitted(self, event_id: str) -> str:
-        return f"{self.prefix}:evt:{event_id}"
-
-    @property
-    def dispatch_queued(self) -> str:
-        """String: a webhook dispatch task is queued or running (at most one is sent)."""
-        return f"{self.prefix}:wh:dispatch:queued"
 
 
 def new_event_id() -> str:
@@ -130,13 +106,22 @@ def emit(
     The entry id is None when this event id (or the job's final event) was already written.
     """
     job_id = event["data"]["job_id"]
-    script = r.register_script(EMIT)
-    stream_keys = [keys.fleet, keys.job(job_id), keys.emitted(event["id"]), keys.dispatch_queued]
-    args = [dumps(event), retention_s * 1000, retention_s, WEBHOOK_GROUP, EMIT_MARK_MS, NUDGE_MS]
-    if final_of is not None:
-        stream_keys.append(final_of)
-        args.append(event["id"])
-    entry, nudge = script(keys=stream_keys, args=args)
+    final = final_of is not None
+    entry, nudge = EMIT(
+        r,
+        EmitKeys(
+            keys.fleet, keys.job(job_id), keys.emitted(event["id"]), keys.dispatch_queued, final_of
+        ),
+        EmitArgs(
+            dumps(event),
+            retention_s * 1000,
+            retention_s,
+            WEBHOOK_GROUP,
+            EMIT_MARK_MS,
+            NUDGE_MS,
+            event["id"] if final else None,
+        ),
+    )
     if entry is None:
         return None, False
     return (entry.decode() if isinstance(entry, bytes) else str(entry)), bool(nudge)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchline import scripts as lua
 from batchline.chunking import ENVELOPE_BYTES, TAG_BYTES, Chunker, new_tag
 from batchline.errors import JobRefused, LineError
 from batchline.pricing import cost_nusd, estimate_cost_usd
@@ -189,8 +190,10 @@ class Ingest:
         if hits:
             self._answer_from_cache(hits)
         for leader, ids in followers.items():
-            self.store.scripts.append_field(
-                keys=[self.keys.followers], args=[leader, ",".join(ids) + ","]
+            lua.APPEND_FIELD(
+                self.store.r,
+                lua.HashKey(self.keys.followers),
+                lua.AppendFieldArgs(leader, ",".join(ids) + ","),
             )
             self.result.deduplicated += len(ids)
         return send

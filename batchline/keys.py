@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # Requests that end without a batch of their own: answered from the cache, repeats answered
 # with their leader's result, retries ended by a cancel. Each has a done-set like a chunk.
@@ -212,6 +213,21 @@ class FleetKeys:
         """String: when the sweeper last ran (doctor and metrics tell whether beat runs)."""
         return f"{self.prefix}:sweep:last_at"
 
+    @property
+    def poll_in_flight(self) -> str:
+        """Sorted set: batch ids in flight -> created at (what `list` refreshes look for)."""
+        return f"{self.prefix}:poll:inflight"
+
+    @property
+    def poll_snapshot(self) -> str:
+        """Hash: batch id -> the batch as the last shared `list` snapshot saw it."""
+        return f"{self.prefix}:poll:snap"
+
+    @property
+    def poll_snapshot_at(self) -> str:
+        """String: when the shared `list` snapshot was last taken."""
+        return f"{self.prefix}:poll:snap_at"
+
     def claimed(self, batch_id: str) -> str:
         """String: the chunk an Anthropic batch id is shown to belong to ("dup:" + the chunk
         for a second batch of one chunk, canceled)."""
@@ -230,3 +246,173 @@ class FleetKeys:
 
     def result_cache(self, scope: str, params_key: str) -> str:
         return f"{self.prefix}:cache:{scope}:{params_key}"
+
+
+class ServerKeys(NamedTuple):
+    """Which Redis server answered last (see batchline.durability.server_since)."""
+
+    run_id: str  # String: the run id of the server last seen
+    since: str  # String: when (Redis's clock) that server was first seen
+
+    @classmethod
+    def under(cls, prefix: str) -> ServerKeys:
+        return cls(f"{prefix}:redis:run_id", f"{prefix}:redis:since")
+
+
+@dataclass(frozen=True)
+class EventKeys:
+    """The streams and marks of the event log under one prefix."""
+
+    prefix: str
+
+    @property
+    def fleet(self) -> str:
+        """Stream: every event of every job (consumer groups read this one)."""
+        return f"{self.prefix}:events"
+
+    def job(self, job_id: str) -> str:
+        """Stream: one job's events, expiring with the retention after its last event."""
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def emitted(self, event_id: str) -> str:
+        return f"{self.prefix}:evt:{event_id}"
+
+    @property
+    def dispatch_queued(self) -> str:
+        """String: a webhook dispatch task is queued or running (at most one is sent)."""
+        return f"{self.prefix}:wh:dispatch:queued"
+
+
+@dataclass(frozen=True)
+class LivenessKeys:
+    """The keys of the worker registry, under Batchline's prefix."""
+
+    prefix: str
+
+    @property
+    def registry(self) -> str:
+        """Sorted set: worker id -> time of its last heartbeat."""
+        return f"{self.prefix}:workers"
+
+    def report(self, worker_id: str) -> str:
+        """Hash: the worker's last report (node, queues, ack emulation, messages held...)."""
+        return f"{self.prefix}:worker:{worker_id}"
+
+    def alive(self, worker_id: str) -> str:
+        """String: present while the worker heartbeats (expires worker_dead_after_s after the
+        last one, by Redis's clock)."""
+        return f"{self.prefix}:worker:{worker_id}:alive"
+
+
+@dataclass(frozen=True)
+class RecoveryKeys:
+    """The recovery pass's own keys."""
+
+    prefix: str
+
+    @property
+    def last_run(self) -> str:
+        """String: when the recovery pass last ran."""
+        return f"{self.prefix}:recovery:last_at"
+
+    @property
+    def lock(self) -> str:
+        """String: held by the pass running now (one at a time across the fleet)."""
+        return f"{self.prefix}:lease:recover"
+
+    @property
+    def watched(self) -> str:
+        """Hash: job:chunk -> Watch (JSON), chunks whose results a dead worker may have held."""
+        return f"{self.prefix}:recovery:watched"
+
+
+def lane_ref(endpoint_id: str, job_id: str) -> str:
+    """One endpoint's deliveries of one job: delivered strictly in order."""
+    return f"{endpoint_id}|{job_id}"
+
+
+def split_lane_ref(ref: str) -> tuple[str, str]:
+    endpoint_id, job_id = ref.split("|", 1)
+    return endpoint_id, job_id
+
+
+def delivery_ref(endpoint_id: str, event_id: str) -> str:
+    """How operators name a delivery (`webhooks replay ep_...:evt_...`)."""
+    return f"{endpoint_id}:{event_id}"
+
+
+def split_delivery_ref(ref: str) -> tuple[str, str]:
+    endpoint_id, sep, event_id = ref.partition(":")
+    if not sep or not endpoint_id or not event_id:
+        raise ValueError(f"not a delivery id: {ref!r} (expected ENDPOINT:EVENT)")
+    return endpoint_id, event_id
+
+
+@dataclass(frozen=True)
+class WebhookKeys:
+    """Every key of webhook delivery state."""
+
+    prefix: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:wh"
+
+    @property
+    def endpoints(self) -> str:
+        """Hash: endpoint id -> JSON {url, kind}, every endpoint ever delivered to."""
+        return f"{self.base}:endpoints"
+
+    def delivery(self, endpoint_id: str, event_id: str) -> str:
+        """Hash: one event for one endpoint: state, attempts, next try, body as sent."""
+        return f"{self.base}:d:{endpoint_id}:{event_id}"
+
+    def lane(self, ref: str) -> str:
+        """List: event ids waiting for one endpoint and one job, the head being tried."""
+        return f"{self.base}:lane:{ref}"
+
+    @property
+    def lane_prefix(self) -> str:
+        return f"{self.base}:lane:"
+
+    @property
+    def due(self) -> str:
+        """Sorted set: lane ref -> when its head is due (a retry, or a lease running out)."""
+        return f"{self.base}:due"
+
+    def log(self, endpoint_id: str) -> str:
+        """List: the endpoint's delivery log, newest first (JSON per attempt)."""
+        return f"{self.base}:log:{endpoint_id}"
+
+    @property
+    def dead(self) -> str:
+        """Sorted set: delivery ref -> when it failed its last attempt."""
+        return f"{self.base}:dead"
+
+    @property
+    def chain(self) -> str:
+        """String: the id of the one live scheduler chain."""
+        return f"{self.base}:chain"
+
+    @property
+    def dispatch_lock(self) -> str:
+        """String: held by the one dispatcher reading the event stream."""
+        return f"{self.base}:dispatch:lock"
+
+
+def upload_key(prefix: str, upload_id: str) -> str:
+    """Where the client leaves an upload for submit_job."""
+    return f"{prefix}:upload:{upload_id}"
+
+
+@dataclass(frozen=True)
+class ConsumerKeys:
+    """The keys of one consumer group of a service reading the event stream
+    (batchline.consumer)."""
+
+    prefix: str
+    group: str
+
+    def seen(self, event_id: str) -> str:
+        """String: the group has handled this event (expires after the consumer's seen TTL)."""
+        return f"{self.prefix}:consumer:{self.group}:seen:{event_id}"

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis
 
 from batchline import logs
+from batchline.scripts import Script
 
 # A lease's value is its token, then (in a worker) SEP and the holder's alive key
 # (batchline.liveness), which expires soon after the worker's heartbeats stop.
@@ -22,35 +24,48 @@ FREE, HELD, ORPHANED = "free", "held", "orphaned"
 # over to another worker, and the shutdown does not wait for the whole step.
 YIELD_AT_SHUTDOWN = (":lease:fanout:",)
 
+
 # Renew a lease this holder still owns, or take it again if it ran out and nobody took it.
-# KEYS: the lease, and (optional) this worker's report hash. ARGV: token, value, ttl ms, yield.
-_RENEW = """
-if ARGV[4] == '1' and KEYS[2] and redis.call('HGET', KEYS[2], 'state') == 'stopping' then
-  return 0
-end
-local holder = redis.call('GET', KEYS[1])
-if holder and string.match(holder, '^[^|]*') ~= ARGV[1] then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-"""
-_RELEASE = """
-local holder = redis.call('GET', KEYS[1])
-if holder and string.match(holder, '^[^|]*') == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+class RenewKeys(NamedTuple):
+    lease: str
+    report: str | None = None  # this worker's report hash, in a worker
+
+
+class RenewArgs(NamedTuple):
+    token: str
+    value: str
+    ttl_ms: int
+    yields: str  # '1': give the lease up when the worker is stopping
+
+
+RENEW = Script("lease_renew", RenewKeys, RenewArgs)
+
+
+class LeaseKey(NamedTuple):
+    lease: str
+
+
+class TokenArg(NamedTuple):
+    token: str
+
+
+RELEASE = Script("lease_release", LeaseKey, TokenArg)
+
+
 # Take over a lease whose holder is dead: the value is still the one read, and the holder's
-# alive key is gone. KEYS: the lease, the holder's alive key. ARGV: value read, value, ttl ms.
-_TAKE_OVER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
-"""
+# alive key is gone.
+class TakeOverKeys(NamedTuple):
+    lease: str
+    alive: str  # the holder's alive key
+
+
+class TakeOverArgs(NamedTuple):
+    read: str  # the value read
+    value: str
+    ttl_ms: int
+
+
+TAKE_OVER = Script("lease_take_over", TakeOverKeys, TakeOverArgs)
 
 
 @dataclass(frozen=True)
@@ -110,7 +125,13 @@ class Lease:
         alive_key = _alive_key(current)
         if alive_key is None or (_holder is not None and alive_key == _holder.alive_key):
             return False
-        taken = bool(self.r.eval(_TAKE_OVER, 2, self.key, alive_key, current, value, self.ttl_ms))
+        taken = bool(
+            TAKE_OVER(
+                self.r,
+                TakeOverKeys(self.key, alive_key),
+                TakeOverArgs(current, value, self.ttl_ms),
+            )
+        )
         if taken:
             logs.warning("lease.taken_over", lease=self.key, dead_holder=alive_key)
         return taken
@@ -120,12 +141,12 @@ class Lease:
         holder has it now, or when a step that can hand over runs in a worker that is
         shutting down."""
         holder = _holder
-        keys = [self.key] if holder is None else [self.key, holder.report_key]
-        args = [self.token, self.value, self.ttl_ms, "1" if self.yields else "0"]
-        return bool(self.r.eval(_RENEW, len(keys), *keys, *args))
+        keys = RenewKeys(self.key, None if holder is None else holder.report_key)
+        args = RenewArgs(self.token, self.value, self.ttl_ms, "1" if self.yields else "0")
+        return bool(RENEW(self.r, keys, args))
 
     def release(self) -> None:
-        self.r.eval(_RELEASE, 1, self.key, self.token)
+        RELEASE(self.r, LeaseKey(self.key), TokenArg(self.token))
 
     def held(self) -> bool:
         """Someone holds this lease (not necessarily this holder), and is not a dead worker."""

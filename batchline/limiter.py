@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from batchline import scripts as lua
 from batchline.errors import RateLimited
 from batchline.store import Store
 
@@ -21,9 +22,10 @@ class Limiter:
 
     def take(self, endpoint: str) -> None:
         """Take a token for one API call, or raise RateLimited saying how long to wait."""
-        wait_ms = self.store.scripts.acquire(
-            keys=[self.fleet.calls, self.fleet.pause],
-            args=[self.store.settings.api_rpm, WINDOW_MS, uuid.uuid4().hex],
+        wait_ms = lua.ACQUIRE(
+            self.store.r,
+            lua.AcquireKeys(self.fleet.calls, self.fleet.pause),
+            lua.AcquireArgs(self.store.settings.api_rpm, WINDOW_MS, uuid.uuid4().hex),
         )
         if wait_ms:
             raise RateLimited(
@@ -34,21 +36,27 @@ class Limiter:
     def pause(self, seconds: float) -> None:
         """Hold every worker's calls for `seconds` (a 429's retry-after)."""
         self.store.r.hincrby(self.fleet.stats, "api_429", 1)
-        self.store.scripts.pause(keys=[self.fleet.pause], args=[max(1, int(seconds * 1000))])
+        lua.PAUSE(
+            self.store.r, lua.PauseKey(self.fleet.pause), lua.PauseArgs(max(1, int(seconds * 1000)))
+        )
 
     def enqueue(self, refs: list[str]) -> None:
         """Put chunks in line for the processing queue, in the order given (each once)."""
         for start in range(0, len(refs), 1000):
-            self.store.scripts.enqueue(
-                keys=[self.fleet.admission, self.fleet.in_flight], args=refs[start : start + 1000]
+            lua.ENQUEUE(
+                self.store.r,
+                lua.AdmissionKeys(self.fleet.admission, self.fleet.in_flight),
+                lua.NoArgs(),
+                refs[start : start + 1000],
             )
 
     def admit(self, ref: str, requests: int) -> bool:
         """True when the chunk may be created now: first in line and under the queue cap."""
         return bool(
-            self.store.scripts.admit(
-                keys=[self.fleet.admission, self.fleet.in_flight],
-                args=[ref, requests, self.store.settings.max_in_flight_requests],
+            lua.ADMIT(
+                self.store.r,
+                lua.AdmissionKeys(self.fleet.admission, self.fleet.in_flight),
+                lua.AdmitArgs(ref, requests, self.store.settings.max_in_flight_requests),
             )
         )
 

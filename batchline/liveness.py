@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import redis
 
+from batchline.keys import LivenessKeys, RecoveryKeys
 from batchline.messaging.names import TASK_PREFIX
 from batchline.redisconn import connect
 from batchline.settings import Settings
@@ -32,49 +33,6 @@ RUNNING, STOPPING, STOPPED = "running", "stopping", "stopped"
 # ack emulation died is published again even while the results queue is busy (the lost
 # results cannot be told apart from queued ones then).
 QUIET_PASSES = 2
-
-
-@dataclass(frozen=True)
-class LivenessKeys:
-    """The keys of the worker registry, under Batchline's prefix."""
-
-    prefix: str
-
-    @property
-    def registry(self) -> str:
-        """Sorted set: worker id -> time of its last heartbeat."""
-        return f"{self.prefix}:workers"
-
-    def report(self, worker_id: str) -> str:
-        """Hash: the worker's last report (node, queues, ack emulation, messages held...)."""
-        return f"{self.prefix}:worker:{worker_id}"
-
-    def alive(self, worker_id: str) -> str:
-        """String: present while the worker heartbeats (expires worker_dead_after_s after the
-        last one, by Redis's clock)."""
-        return f"{self.prefix}:worker:{worker_id}:alive"
-
-
-@dataclass(frozen=True)
-class RecoveryKeys:
-    """The recovery pass's own keys."""
-
-    prefix: str
-
-    @property
-    def last_run(self) -> str:
-        """String: when the recovery pass last ran."""
-        return f"{self.prefix}:recovery:last_at"
-
-    @property
-    def lock(self) -> str:
-        """String: held by the pass running now (one at a time across the fleet)."""
-        return f"{self.prefix}:lease:recover"
-
-    @property
-    def watched(self) -> str:
-        """Hash: job:chunk -> Watch (JSON), chunks whose results a dead worker may have held."""
-        return f"{self.prefix}:recovery:watched"
 
 
 @dataclass

@@ -149,7 +149,7 @@ class FleetCollector(Collector):
             "Batches (chunks) of the jobs not yet finished, by state",
             labels=["state"],
         )
-        chunk_states = dict.fromkeys((*OPEN_CHUNK_STATES, *CLOSED_CHUNK_STATES), 0)
+        chunk_states: dict[str, int] = dict.fromkeys((*OPEN_CHUNK_STATES, *CLOSED_CHUNK_STATES), 0)
         walked, blocked_by = self._chunk_states(active[:MAX_JOBS_WALKED])
         chunk_states.update(walked)
         for st, n in sorted(chunk_states.items()):

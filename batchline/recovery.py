@@ -24,6 +24,7 @@ import orjson
 import redis
 
 from batchline import logs
+from batchline import scripts as lua
 from batchline.lease import HELD, ORPHANED
 from batchline.liveness import (
     CLOCK_MARGIN_S,
@@ -198,8 +199,8 @@ def _after_death(ctx: Context, rep: Report, now: float) -> Counter[str]:
 
 def _stale_hooks(ctx: Context, job_id: str, cutoff: float) -> int:
     keys = ctx.store.keys(job_id)
-    stale = ctx.store.scripts.stale_hooks(
-        keys=[keys.hooks_pending, keys.hooks_sending], args=[cutoff]
+    stale = lua.STALE_HOOKS(
+        ctx.store.r, lua.HookSets(keys.hooks_pending, keys.hooks_sending), lua.CutoffArg(cutoff)
     )
     return deliver_hooks(ctx, job_id, [m.decode() for m in stale])
 

@@ -42,11 +42,6 @@ class BadRow:
 Item = bytes | Oversized | BadRow | Any
 
 
-def upload_key(prefix: str, upload_id: str) -> str:
-    """Where the client leaves an upload for submit_job."""
-    return f"{prefix}:upload:{upload_id}"
-
-
 def resolve_source(path: str, source_dir: Path) -> Path:
     """The file a `source` names, refused when it lies outside the allowed directory."""
     root = source_dir.resolve()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import redis
 
 from batchline import logs
+from batchline import scripts as lua
 from batchline.durability import Durability, server_since
 from batchline.errors import JobNotFound
 from batchline.keys import ChunkKeys, FleetKeys, JobKeys
@@ -17,12 +19,44 @@ from batchline.scripts import Scripts
 from batchline.settings import Settings
 from batchline.wire import ErrorInfo, dumps, loads, unpack_obj
 
-# `blocked`: the batch answered 404 after it was seen, stayed in progress past its expiry, or
-# its results could not be read; an operator decides (`batchline unblock`).
-OPEN_CHUNK_STATES = ("pending", "creating", "in_progress", "ended", "blocked")
-# `split`: refused as too large at create, its requests moved into two smaller chunks.
-CLOSED_CHUNK_STATES = ("done", "failed", "canceled", "split")
-FINAL_JOB_STATES = ("completed", "canceled")
+
+class ChunkState(StrEnum):
+    """A chunk's `state` field, as stored in Redis and shown in status."""
+
+    PENDING = "pending"
+    CREATING = "creating"
+    IN_PROGRESS = "in_progress"
+    ENDED = "ended"
+    # The batch answered 404 after it was seen, stayed in progress past its expiry, or its
+    # results could not be read; an operator decides (`batchline unblock`).
+    BLOCKED = "blocked"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    # Refused as too large at create, its requests moved into two smaller chunks.
+    SPLIT = "split"
+
+
+class JobState(StrEnum):
+    """A job's `state` field, as stored in Redis and shown in status."""
+
+    INGESTING = "ingesting"
+    PENDING = "pending"
+    RUNNING = "running"
+    CANCELING = "canceling"
+    COMPLETED = "completed"
+    CANCELED = "canceled"
+
+
+OPEN_CHUNK_STATES = (
+    ChunkState.PENDING,
+    ChunkState.CREATING,
+    ChunkState.IN_PROGRESS,
+    ChunkState.ENDED,
+    ChunkState.BLOCKED,
+)
+CLOSED_CHUNK_STATES = (ChunkState.DONE, ChunkState.FAILED, ChunkState.CANCELED, ChunkState.SPLIT)
+FINAL_JOB_STATES = (JobState.COMPLETED, JobState.CANCELED)
 
 # Job hash fields that hold integers.
 JOB_COUNTERS = (
@@ -301,16 +335,21 @@ class Store:
             flat += [k, v]
         if "touched_at" not in fields:
             flat += ["touched_at", self.now()]
-        res = self.scripts.transition(
-            keys=[self.chunk_keys(job_id, number).meta, self.keys(job_id).job],
-            args=[",".join(from_states), to_state, "1" if close else "0", *flat],
+        res = lua.TRANSITION(
+            self.r,
+            lua.TransitionKeys(self.chunk_keys(job_id, number).meta, self.keys(job_id).job),
+            lua.TransitionArgs(",".join(from_states), to_state, "1" if close else "0"),
+            flat,
         )
         return bool(res == 1)
 
     def job_transition(self, job_id: str, from_state: str, to_state: str) -> bool:
         """Move the job from from_state to to_state; False if it was in another state."""
         job = self.keys(job_id).job
-        return bool(self.scripts.transition(keys=[job, job], args=[from_state, to_state, "0"]) == 1)
+        res = lua.TRANSITION(
+            self.r, lua.TransitionKeys(job, job), lua.TransitionArgs(from_state, to_state, "0")
+        )
+        return bool(res == 1)
 
     # --- creates ---
 
@@ -332,7 +371,7 @@ class Store:
         """Record a create's intent (pending -> creating, call live): its time (None when the
         chunk was not pending) and whether the write is durable (settings.durable_writes)."""
         res, durable = self.durability.run(
-            self.scripts.begin_create, keys=[self.chunk_keys(job_id, number).meta], args=[]
+            lua.BEGIN_CREATE, lua.ChunkKey(self.chunk_keys(job_id, number).meta), lua.NoArgs()
         )
         return (float(res) if res else None), durable
 
@@ -343,20 +382,25 @@ class Store:
     def look_first(self, job_id: str, number: int, since: float, until: float) -> bool:
         """A pending chunk whose move to `creating` Redis may have lost: treat it as a create
         whose outcome is unknown, made between `since` and `until`."""
-        res = self.scripts.look_first(
-            keys=[self.chunk_keys(job_id, number).meta], args=[since, until]
+        res = lua.LOOK_FIRST(
+            self.r,
+            lua.ChunkKey(self.chunk_keys(job_id, number).meta),
+            lua.LookFirstArgs(since, until),
         )
         return bool(res == 1)
 
     def create_unknown(self, job_id: str, number: int, why: str) -> float | None:
         """The chunk's create call ended without an answer that settles it."""
-        res = self.scripts.create_unknown(keys=[self.chunk_keys(job_id, number).meta], args=[why])
+        res = lua.CREATE_UNKNOWN(
+            self.r, lua.ChunkKey(self.chunk_keys(job_id, number).meta), lua.CreateUnknownArgs(why)
+        )
         return float(res) if res else None
 
     def create_refused(self, job_id: str, number: int) -> bool:
         """No batch was made for the chunk: back to pending."""
         ck = self.chunk_keys(job_id, number)
-        return bool(self.scripts.create_refused(keys=[ck.meta, ck.suspects]) == 1)
+        res = lua.CREATE_REFUSED(self.r, lua.CreateRefusedKeys(ck.meta, ck.suspects), lua.NoArgs())
+        return bool(res == 1)
 
     def adopt(self, job_id: str, number: int, batch_id: str, **fields: Any) -> str:
         """Give the chunk a batch shown to be its own (see scripts.ADOPT for the verdicts)."""
@@ -373,9 +417,16 @@ class Store:
         }.items():
             flat += [k, v]
         res, durable = self.durability.run(
-            self.scripts.adopt,
-            keys=[ck.meta, self.fleet.claimed(batch_id), keys.job, keys.duplicates, ck.suspects],
-            args=[batch_id, f"{job_id}:{number}", self.settings.retention_s + 86400, *flat],
+            lua.ADOPT,
+            lua.AdoptKeys(
+                meta=ck.meta,
+                claim=self.fleet.claimed(batch_id),
+                job=keys.job,
+                duplicates=keys.duplicates,
+                suspects=ck.suspects,
+            ),
+            lua.AdoptArgs(batch_id, f"{job_id}:{number}", self.settings.retention_s + 86400),
+            flat,
         )
         if not durable:
             # Recoverable: lost, the chunk is `creating` again and finds this batch by its tag.
@@ -403,7 +454,7 @@ class Store:
             pipe.hset(
                 ck.meta,
                 mapping={
-                    "state": "pending",
+                    "state": ChunkState.PENDING,
                     "attempt": chunk.attempt,
                     "count": len(ids),
                     "bytes": body,
@@ -415,9 +466,11 @@ class Store:
                 },
             )
         pipe.execute()
-        done = self.scripts.split(
-            keys=[keys.chunk(chunk.number).meta, keys.chunks, keys.job],
-            args=[now, *numbers],
+        done = lua.SPLIT(
+            self.r,
+            lua.SplitKeys(meta=keys.chunk(chunk.number).meta, chunks=keys.chunks, job=keys.job),
+            lua.NowArg(now),
+            numbers,
         )
         if done != 1:
             self.r.delete(*(k for n in numbers for k in keys.chunk(n).all()))
@@ -439,23 +492,25 @@ class Store:
         """Record outcomes atomically; an id already recorded for this chunk is skipped."""
         keys = self.keys(job_id)
         ck = keys.chunk(number)
-        args: list[Any] = [len(items), self.now()]
+        values: list[Any] = []
         for it in items:
-            args += [it.api_id, it.kind, it.blob, "1" if it.hook else "0", *it.usage]
-        res = self.scripts.finish(
-            keys=[
-                keys.job,
-                ck.meta,
-                ck.done,
-                ck.raw,
-                keys.records,
-                ck.retry,
-                keys.hooks_pending,
-                keys.last_errors,
-                keys.requests,
-                self.fleet.stats,
-            ],
-            args=args,
+            values += [it.api_id, it.kind, it.blob, "1" if it.hook else "0", *it.usage]
+        res = lua.FINISH(
+            self.r,
+            lua.FinishKeys(
+                job=keys.job,
+                meta=ck.meta,
+                done=ck.done,
+                raw=ck.raw,
+                records=keys.records,
+                retry=ck.retry,
+                hooks_pending=keys.hooks_pending,
+                last_errors=keys.last_errors,
+                requests=keys.requests,
+                stats=self.fleet.stats,
+            ),
+            lua.FinishArgs(len(items), self.now()),
+            values,
         )
         fresh = frozenset(x.decode() if isinstance(x, bytes) else str(x) for x in res[3:])
         return Finished(int(res[0]), int(res[1]), int(res[2]), fresh)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,21 @@ class Context:
         except Exception:
             logs.LOGGER.exception("event.emit_failed", extra={"fields": {"job_id": job_id}})
             return False
+
+    def record(
+        self,
+        job_id: str,
+        type_: str,
+        *,
+        level: int = logging.INFO,
+        log: dict[str, Any] | None = None,
+        event: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> bool:
+        """One state change: its log line and its job event, both named `type_`. `fields` go
+        to both, `log` only to the log line, `event` only to the event (see `emit`)."""
+        logs.event(type_, level, job_id=job_id, **fields, **(log or {}))
+        return self.emit(job_id, type_, **fields, **(event or {}))
 
     def backoff_s(self, step: int, base: float | None = None, cap: float | None = None) -> float:
         """Exponential backoff with jitter for retries of API calls."""

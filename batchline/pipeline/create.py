@@ -20,6 +20,7 @@ can carry. So a chunk whose create was lost:
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -46,7 +47,7 @@ from batchline.messaging.names import TaskName
 from batchline.pipeline import snapshot
 from batchline.pipeline.context import Context, Defer
 from batchline.pipeline.terminal import close_chunk
-from batchline.store import Chunk
+from batchline.store import Chunk, ChunkState
 from batchline.wire import ErrorInfo
 
 if TYPE_CHECKING:
@@ -103,12 +104,12 @@ def create_batch(ctx: Context, job_id: str, number: int) -> None:
     if chunk is None:
         logs.warning("chunk.missing", job_id=job_id, chunk=number)
         return
-    if chunk.state not in ("pending", "creating"):
+    if chunk.state not in (ChunkState.PENDING, ChunkState.CREATING):
         return  # already created (a redelivery): nothing to do
-    if chunk.state == "pending" and store.cancel_requested(job_id):
-        close_chunk(ctx, chunk, "canceled", CANCELED, from_states=("pending",))
+    if chunk.state == ChunkState.PENDING and store.cancel_requested(job_id):
+        close_chunk(ctx, chunk, "canceled", CANCELED, from_states=(ChunkState.PENDING,))
         return
-    if chunk.state == "pending" and not ctx.limiter.admit(chunk.ref, chunk.count):
+    if chunk.state == ChunkState.PENDING and not ctx.limiter.admit(chunk.ref, chunk.count):
         store.touch_chunk(job_id, number, waiting="admission")
         raise Defer(ADMISSION_WAIT_S, "waiting for room in the processing queue")
     lease = ctx.lease(f"create:{chunk.ref}")
@@ -118,11 +119,11 @@ def create_batch(ctx: Context, job_id: str, number: int) -> None:
         chunk = store.chunk(job_id, number)  # as it is now that this worker holds the lease
         if chunk is None:
             return
-        if chunk.state == "pending" and _may_be_lost(ctx, chunk):
+        if chunk.state == ChunkState.PENDING and _may_be_lost(ctx, chunk):
             chunk = store.chunk(job_id, number) or chunk
-        if chunk.state == "creating":
+        if chunk.state == ChunkState.CREATING:
             _settle(ctx, chunk, lease)
-        elif chunk.state == "pending":
+        elif chunk.state == ChunkState.PENDING:
             _create(ctx, chunk, lease)
     finally:
         lease.release()
@@ -458,10 +459,13 @@ def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconcile
     )
     if verdict in ("duplicate", "duplicate_known"):
         if verdict == "duplicate":
-            logs.warning(
-                "batch.duplicate_canceled", job_id=job_id, chunk=chunk.number, batch_id=batch.id
+            ctx.record(
+                job_id,
+                "batch.duplicate_canceled",
+                level=logging.WARNING,
+                batch_id=batch.id,
+                chunk=chunk.number,
             )
-            ctx.emit(job_id, "batch.duplicate_canceled", batch_id=batch.id, chunk=chunk.number)
         ctx.dispatch.send(TaskName.CANCEL_BATCH, (job_id, chunk.number, batch.id))
         return
     if verdict != "adopted":
@@ -476,30 +480,25 @@ def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconcile
         return
     snapshot.track(ctx, batch.id, times.get("created_at", now))
     store.job_transition(job_id, "pending", "running")
-    logs.event(
-        "batch.created",
-        job_id=job_id,
-        chunk=chunk.number,
-        batch_id=batch.id,
-        requests=chunk.count,
-        attempt=chunk.attempt,
-        reconciled=reconciled,
-    )
-    ctx.emit(
+    ctx.record(
         job_id,
         "batch.created",
         batch_id=batch.id,
         chunk=chunk.number,
         requests=chunk.count,
         attempt=chunk.attempt,
+        log={"reconciled": reconciled},
     )
     if store.cancel_requested(job_id):
         # The job was canceled while the create was under way: stop the batch at once.
         store.r.hincrby(store.keys(job_id).job, "canceled_after_create", 1)
-        logs.warning(
-            "batch.canceled_after_create", job_id=job_id, chunk=chunk.number, batch_id=batch.id
+        ctx.record(
+            job_id,
+            "batch.canceled_after_create",
+            level=logging.WARNING,
+            batch_id=batch.id,
+            chunk=chunk.number,
         )
-        ctx.emit(job_id, "batch.canceled_after_create", batch_id=batch.id, chunk=chunk.number)
         ctx.dispatch.send(TaskName.CANCEL_BATCH, (job_id, chunk.number, batch.id))
     ctx.dispatch.send(
         TaskName.POLL_BATCH, (job_id, chunk.number, batch.id, 1), countdown=ctx.poll_delay_s(0)

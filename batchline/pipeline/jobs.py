@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from batchline import logs
+from batchline import scripts as lua
 from batchline.classify import CANCELED
 from batchline.messaging.names import TaskName
 from batchline.pipeline.context import Context
 from batchline.pipeline.retries import flush_pool
 from batchline.pipeline.status import status
 from batchline.pipeline.terminal import COMPLETE_HOOK, close_chunk, deliver_hooks
-from batchline.store import FINAL_JOB_STATES
+from batchline.store import FINAL_JOB_STATES, ChunkState
 
 
 def finalize_job(ctx: Context, job_id: str) -> str:
@@ -20,15 +21,16 @@ def finalize_job(ctx: Context, job_id: str) -> str:
     store = ctx.store
     keys = store.keys(job_id)
     opts = store.options(job_id)
-    final = store.scripts.finalize(
-        keys=[
-            keys.job,
-            store.fleet.active_jobs,
-            keys.hooks_pending,
-            store.fleet.stats,
-            keys.hooks_sending,
-        ],
-        args=[store.now(), job_id, "1" if opts.on_complete else "0"],
+    final = lua.FINALIZE(
+        store.r,
+        lua.FinalizeKeys(
+            job=keys.job,
+            active_jobs=store.fleet.active_jobs,
+            hooks_pending=keys.hooks_pending,
+            stats=store.fleet.stats,
+            hooks_sending=keys.hooks_sending,
+        ),
+        lua.FinalizeArgs(store.now(), job_id, "1" if opts.on_complete else "0"),
     )
     final = final.decode() if isinstance(final, bytes) else str(final)
     if final in FINAL_JOB_STATES:
@@ -72,9 +74,15 @@ def release(ctx: Context, job_id: str) -> bool:
     store = ctx.store
     keys = store.keys(job_id)
     return bool(
-        store.scripts.release_job(
-            keys=[keys.job, store.fleet.active_jobs, keys.hooks_pending, keys.hooks_sending],
-            args=[job_id],
+        lua.RELEASE_JOB(
+            store.r,
+            lua.ReleaseJobKeys(
+                job=keys.job,
+                active_jobs=store.fleet.active_jobs,
+                hooks_pending=keys.hooks_pending,
+                hooks_sending=keys.hooks_sending,
+            ),
+            lua.JobIdArg(job_id),
         )
         == 1
     )
@@ -91,21 +99,21 @@ def cancel_job(ctx: Context, job_id: str) -> dict[str, Any]:
     """
     store = ctx.store
     keys = store.keys(job_id)
-    before = store.scripts.cancel_job(keys=[keys.job])
+    before = lua.CANCEL_JOB(store.r, lua.JobKey(keys.job), lua.NoArgs())
     before = before.decode() if isinstance(before, bytes) else str(before)
     if before == "missing" or before in FINAL_JOB_STATES:
         return status(store, job_id)  # raises JobNotFound for a missing job
     logs.event("job.canceling", job_id=job_id, was=before)
     for chunk in store.chunks(job_id):
-        if chunk.state == "pending":
-            close_chunk(ctx, chunk, "canceled", CANCELED, from_states=("pending",))
-        elif chunk.state == "blocked":
+        if chunk.state == ChunkState.PENDING:
+            close_chunk(ctx, chunk, "canceled", CANCELED, from_states=(ChunkState.PENDING,))
+        elif chunk.state == ChunkState.BLOCKED:
             if chunk.batch_id:  # it may answer again; then it stops too
                 ctx.dispatch.send(TaskName.CANCEL_BATCH, (job_id, chunk.number, chunk.batch_id))
-            close_chunk(ctx, chunk, "canceled", CANCELED, from_states=("blocked",))
-        elif chunk.state == "in_progress" and chunk.batch_id:
+            close_chunk(ctx, chunk, "canceled", CANCELED, from_states=(ChunkState.BLOCKED,))
+        elif chunk.state == ChunkState.IN_PROGRESS and chunk.batch_id:
             ctx.dispatch.send(TaskName.CANCEL_BATCH, (job_id, chunk.number, chunk.batch_id))
-        elif chunk.state == "creating":
+        elif chunk.state == ChunkState.CREATING:
             # The create path checks the cancel once the call's outcome is known: a batch
             # made is canceled at once; none made, the chunk ends canceled.
             ctx.dispatch.send(TaskName.CREATE_BATCH, (job_id, chunk.number))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from batchline import api, logs
@@ -101,21 +102,14 @@ def mark_ended(ctx: Context, chunk: Chunk, batch: MessageBatch | None, lost: str
     ctx.limiter.release(chunk.ref)
     if chunk.batch_id:
         snapshot.untrack(ctx, chunk.batch_id)
-    logs.event(
-        "batch.ended",
-        job_id=chunk.job_id,
-        chunk=chunk.number,
-        batch_id=chunk.batch_id,
-        lost=lost or None,
-    )
-    ctx.emit(
+    counts = {k: fields.get(f"b_{k}", 0) for k in ("succeeded", "errored", "canceled", "expired")}
+    ctx.record(
         chunk.job_id,
         "batch.ended",
         batch_id=chunk.batch_id,
         chunk=chunk.number,
-        counts={
-            k: fields.get(f"b_{k}", 0) for k in ("succeeded", "errored", "canceled", "expired")
-        },
+        log={"lost": lost or None},
+        event={"counts": counts},
     )
     ctx.dispatch.send(TaskName.FAN_OUT_RESULTS, (chunk.job_id, chunk.number, chunk.batch_id))
 
@@ -138,18 +132,10 @@ def block(ctx: Context, chunk: Chunk, reason: str, error: str) -> bool:
     ):
         return False
     hint = UNBLOCK_HINT.format(job=chunk.job_id, chunk=chunk.number)
-    logs.warning(
-        "batch.blocked",
-        job_id=chunk.job_id,
-        chunk=chunk.number,
-        batch_id=chunk.batch_id,
-        reason=reason,
-        error=error,
-        command=hint,
-    )
-    ctx.emit(
+    ctx.record(
         chunk.job_id,
         "batch.blocked",
+        level=logging.WARNING,
         batch_id=chunk.batch_id,
         chunk=chunk.number,
         reason=reason,
@@ -206,8 +192,7 @@ def unblock(ctx: Context, job_id: str, number: int, resend: bool = False) -> dic
                             polled_at=now, overdue_cancel_at=""):  # fmt: skip
             gen = int(store.r.hincrby(meta, "poll_gen", 1))
             ctx.dispatch.send(TaskName.POLL_BATCH, (job_id, number, batch_id, gen))
-    logs.event("batch.unblocked", job_id=job_id, chunk=number, batch_id=batch_id)
-    ctx.emit(job_id, "batch.unblocked", batch_id=batch_id, chunk=number)
+    ctx.record(job_id, "batch.unblocked", batch_id=batch_id, chunk=number)
     return {"chunk": number, "state": "resumed", "message": f"batch {batch_id} answers again"}
 
 
@@ -223,8 +208,13 @@ def _resend(ctx: Context, chunk: Chunk) -> dict[str, Any]:
     ctx.limiter.release(chunk.ref)
     if chunk.batch_id:
         snapshot.untrack(ctx, chunk.batch_id)
-    logs.warning("batch.resent", job_id=chunk.job_id, chunk=chunk.number, batch_id=chunk.batch_id)
-    ctx.emit(chunk.job_id, "batch.resent", batch_id=chunk.batch_id, chunk=chunk.number)
+    ctx.record(
+        chunk.job_id,
+        "batch.resent",
+        level=logging.WARNING,
+        batch_id=chunk.batch_id,
+        chunk=chunk.number,
+    )
     ctx.dispatch.send(TaskName.FAN_OUT_RESULTS, (chunk.job_id, chunk.number, chunk.batch_id))
     return {"chunk": chunk.number, "state": "resent", "message": "requests sent again"}
 

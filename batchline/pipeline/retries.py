@@ -4,6 +4,7 @@ pool becomes new chunks once no other batch of the job is still out (or a batch 
 from __future__ import annotations
 
 from batchline import logs
+from batchline import scripts as lua
 from batchline.chunking import TAG_BYTES, Chunker, new_tag
 from batchline.classify import CANCELED, Outcome
 from batchline.ingest import blob_wire
@@ -19,8 +20,10 @@ def plan_retries(ctx: Context, job_id: str, number: int) -> None:
     store = ctx.store
     keys = store.keys(job_id)
     ck = keys.chunk(number)
-    moved, open_chunks, pool = store.scripts.plan(
-        keys=[ck.meta, ck.retry, keys.job, keys.retry_pool], args=[store.now()]
+    moved, open_chunks, pool = lua.PLAN(
+        store.r,
+        lua.PlanKeys(meta=ck.meta, retry=ck.retry, job=keys.job, pool=keys.retry_pool),
+        lua.NowArg(store.now()),
     )
     if moved == 1:
         batch_id = store.r.hget(ck.meta, "batch_id")
@@ -96,9 +99,25 @@ def _make_chunk(ctx: Context, job_id: str) -> bool:
     pipe = store.r.pipeline(transaction=False)
     store.register_tags(pipe, {tag: f"{job_id}:{number}"})
     pipe.execute()
-    attempt = store.scripts.make_retry_chunk(
-        keys=[keys.job, keys.retry_pool, keys.chunks, keys.retries, chunk.meta, chunk.ids],
-        args=[taken, ids[0], ids[taken - 1], number, body, store.redis_now(), tag],
+    attempt = lua.MAKE_RETRY_CHUNK(
+        store.r,
+        lua.MakeRetryChunkKeys(
+            job=keys.job,
+            pool=keys.retry_pool,
+            chunks=keys.chunks,
+            retries=keys.retries,
+            meta=chunk.meta,
+            ids=chunk.ids,
+        ),
+        lua.MakeRetryChunkArgs(
+            n=taken,
+            first_id=ids[0],
+            last_id=ids[taken - 1],
+            number=number,
+            body_bytes=body,
+            now=store.redis_now(),
+            tag=tag,
+        ),
     )
     if not attempt:
         return True  # the pool changed under us: look again

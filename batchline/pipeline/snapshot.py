@@ -23,8 +23,8 @@ REFRESH_WAIT_S = 0.5
 
 
 def _keys(ctx: Context) -> tuple[str, str, str]:
-    p = ctx.settings.key_prefix
-    return f"{p}:poll:inflight", f"{p}:poll:snap", f"{p}:poll:snap_at"
+    fleet = ctx.store.fleet
+    return fleet.poll_in_flight, fleet.poll_snapshot, fleet.poll_snapshot_at
 
 
 def track(ctx: Context, batch_id: str, created_at: float) -> None:

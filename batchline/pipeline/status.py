@@ -6,7 +6,7 @@ from typing import Any
 
 from batchline import liveness
 from batchline.pricing import NANO
-from batchline.store import Chunk, Store
+from batchline.store import Chunk, ChunkState, Store
 from batchline.wire import loads
 
 USAGE_FIELDS = (
@@ -56,7 +56,7 @@ def status(store: Store, job_id: str, with_batches: bool = True) -> dict[str, An
         out["blocked"] = [
             {"chunk": c.number, "batch_id": c.batch_id, **_blocked(c)}
             for c in chunks
-            if c.state == "blocked"
+            if c.state == ChunkState.BLOCKED
         ]
     return out
 
@@ -74,12 +74,12 @@ def _batch(c: Chunk) -> dict[str, Any]:
         },
         "error": c.fields.get("error") or None,
     }
-    if c.state == "creating" and c.fields.get("call") == "unknown":
+    if c.state == ChunkState.CREATING and c.fields.get("call") == "unknown":
         # A create whose answer was lost: what it waits for before deciding.
         out["waiting"] = c.fields.get("waiting") or "settle"
         if c.fields.get("suspects"):
             out["suspects"] = c.number_field("suspects")
-    if c.state == "blocked":
+    if c.state == ChunkState.BLOCKED:
         out["blocked"] = _blocked(c)
         out["error"] = c.fields.get("blocked_error") or out["error"]
     return out

@@ -12,10 +12,12 @@ from typing import Any
 
 import redis
 
-from batchline import logs, memory
+from batchline import memory
+from batchline import scripts as lua
 from batchline.errors import JobConflict, JobRefused
 from batchline.formats import MissingExtra, detect_format, read_items, read_path
 from batchline.ingest import Ingest, fingerprint, job_fields, refuse
+from batchline.keys import upload_key
 from batchline.lease import Lease
 from batchline.messaging.names import TaskName
 from batchline.pipeline.context import Context, Defer
@@ -26,7 +28,6 @@ from batchline.sources import (
     fingerprint_objects,
     iter_objects,
     resolve_source,
-    upload_key,
 )
 from batchline.store import JobOptions
 from batchline.wire import SubmitResult, dumps
@@ -157,7 +158,7 @@ def submit(
     keys = store.keys(job_id)
     lease = ctx.lease(f"ingest:{job_id}")
     try:
-        claimed = store.scripts.claim_job(keys=[keys.job], args=[fp, store.now()])
+        claimed = lua.CLAIM_JOB(store.r, lua.JobKey(keys.job), lua.ClaimJobArgs(fp, store.now()))
     except redis.exceptions.OutOfMemoryError as exc:
         raise memory.refusal(exc, "this job") from None
     state, old_fp = (v.decode() if isinstance(v, bytes) else v for v in claimed)
@@ -230,22 +231,18 @@ def _ingest(
     if data.upload:
         pipe.delete(data.upload)
     pipe.execute()
-    logs.event(
-        "job.created",
-        job_id=job_id,
-        accepted=result.accepted,
-        rejected=result.rejected_count,
-        chunks=result.chunks,
-    )
-    ctx.emit(
+    ctx.record(
         job_id,
         "job.created",
         accepted=result.accepted,
         rejected=result.rejected_count,
-        batches=result.chunks,
-        cache_hits=result.cache_hits,
-        deduplicated=result.deduplicated,
-        metadata=options.metadata,
+        log={"chunks": result.chunks},
+        event={
+            "batches": result.chunks,
+            "cache_hits": result.cache_hits,
+            "deduplicated": result.deduplicated,
+            "metadata": options.metadata,
+        },
     )
     if result.hook_marks:
         deliver_hooks(ctx, job_id, result.hook_marks)

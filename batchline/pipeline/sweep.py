@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections import Counter
 
 from batchline import logs
+from batchline import scripts as lua
 from batchline.messaging.names import TaskName
 from batchline.pipeline.context import Context
 from batchline.pipeline.jobs import emit_final, release
 from batchline.pipeline.retries import flush_pool
 from batchline.pipeline.terminal import deliver_hooks
-from batchline.store import FINAL_JOB_STATES, Chunk
+from batchline.store import FINAL_JOB_STATES, Chunk, ChunkState
 
 
 def sweep(ctx: Context) -> dict[str, int]:
@@ -64,23 +65,23 @@ def _quiet(chunk: Chunk, now: float, stall_s: float) -> bool:
 
 def _rearm(ctx: Context, chunk: Chunk, now: float) -> str | None:
     store = ctx.store
-    if chunk.state == "blocked":
+    if chunk.state == ChunkState.BLOCKED:
         return _recheck(ctx, chunk, now)
     if not _quiet(chunk, now, ctx.settings.stall_s):
         return None
     job_id, n = chunk.job_id, chunk.number
-    if chunk.state == "pending" or (
-        chunk.state == "creating" and not ctx.lease(f"create:{chunk.ref}").held()
+    if chunk.state == ChunkState.PENDING or (
+        chunk.state == ChunkState.CREATING and not ctx.lease(f"create:{chunk.ref}").held()
     ):
         store.touch_chunk(job_id, n)
         ctx.dispatch.send(TaskName.CREATE_BATCH, (job_id, n))
         return "create"
-    if chunk.state == "in_progress" and chunk.batch_id:
+    if chunk.state == ChunkState.IN_PROGRESS and chunk.batch_id:
         gen = int(store.r.hincrby(store.chunk_keys(job_id, n).meta, "poll_gen", 1))
         store.touch_chunk(job_id, n, polled_at=now)
         ctx.dispatch.send(TaskName.POLL_BATCH, (job_id, n, chunk.batch_id, gen))
         return "poll"
-    if chunk.state == "ended":
+    if chunk.state == ChunkState.ENDED:
         if chunk.number_field("processed") >= chunk.count:
             store.touch_chunk(job_id, n)
             ctx.dispatch.send(TaskName.PLAN_RETRIES, (job_id, n))
@@ -139,7 +140,7 @@ def _stale_hooks(ctx: Context, job_id: str) -> int:
     broker's visibility timeout and sends it; so only marks older than that are stale."""
     keys = ctx.store.keys(job_id)
     cutoff = ctx.store.now() - ctx.settings.visibility_timeout_s - ctx.settings.stall_s
-    stale = ctx.store.scripts.stale_hooks(
-        keys=[keys.hooks_pending, keys.hooks_sending], args=[cutoff]
+    stale = lua.STALE_HOOKS(
+        ctx.store.r, lua.HookSets(keys.hooks_pending, keys.hooks_sending), lua.CutoffArg(cutoff)
     )
     return deliver_hooks(ctx, job_id, [m.decode() for m in stale])

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from batchline import logs
+from batchline import scripts as lua
 from batchline.ingest import blob_header
 from batchline.messaging.names import TaskName
 from batchline.pipeline.context import Context
@@ -44,8 +45,11 @@ def deliver_hooks(
     keys = store.keys(job_id)
     claimed = [
         m.decode() if isinstance(m, bytes) else m
-        for m in store.scripts.claim_hooks(
-            keys=[keys.hooks_pending, keys.hooks_sending], args=[store.now(), *marks]
+        for m in lua.CLAIM_HOOKS(
+            store.r,
+            lua.HookSets(keys.hooks_pending, keys.hooks_sending),
+            lua.NowArg(store.now()),
+            marks,
         )
     ]
     if not claimed:

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from batchline.keys import WebhookKeys, split_delivery_ref, split_lane_ref
 from batchline.settings import Settings
 from batchline.webhooks.endpoints import endpoint_id
-from batchline.webhooks.keys import WebhookKeys, split_delivery_ref, split_lane_ref
 from batchline.webhooks.outbox import Outbox
 from batchline.webhooks.urls import display
 from batchline.webhooks.wakeups import DELIVER, SCHEDULE

@@ -13,7 +13,7 @@ from batchline.webhooks import signing
 from batchline.webhooks.endpoints import Endpoint, current
 from batchline.webhooks.errors import DeliveryFailed, NotConfigured, UnsafeUrl
 from batchline.webhooks.outbox import Claim, Next, Outbox
-from batchline.webhooks.schedule import RetrySchedule
+from batchline.webhooks.retry_schedule import RetrySchedule
 from batchline.webhooks.sender import post
 from batchline.webhooks.urls import Policy, display, resolve
 from batchline.webhooks.wakeups import send_next

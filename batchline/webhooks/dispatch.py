@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
 
 from batchline import logs
 from batchline.errors import JobNotFound
-from batchline.events import WEBHOOK_GROUP, Event, EventKeys, decode_entry
+from batchline.events import WEBHOOK_GROUP, Event, decode_entry
+from batchline.keys import EventKeys, WebhookKeys
+from batchline.scripts import Script
 from batchline.webhooks.endpoints import targets
-from batchline.webhooks.keys import WebhookKeys
 from batchline.webhooks.outbox import Outbox
 from batchline.webhooks.wakeups import nudge, send_next
 
@@ -30,10 +31,17 @@ BATCH = 200
 LOCK_MS = 60_000
 MAX_RUN_S = 30.0  # then hand over to a fresh task rather than hold a worker
 
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+
+class LockKey(NamedTuple):
+    lock: str
+
+
+class TokenArg(NamedTuple):
+    token: str
+
+
+# Drop the dispatch lock if this run still holds it.
+RELEASE = Script("dispatch_release", LockKey, TokenArg)
 
 
 def _id(entry_id: str) -> tuple[int, int]:
@@ -122,7 +130,7 @@ def drain(ctx: Context) -> None:
         try:
             finished = _read(ctx, outbox, token, deadline)
         finally:
-            r.register_script(RELEASE)(keys=[lock], args=[token])
+            RELEASE(r, LockKey(lock), TokenArg(token))
         r.delete(ek.dispatch_queued)
         if not behind(r, ek):
             return

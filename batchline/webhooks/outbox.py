@@ -16,10 +16,10 @@ from typing import Any
 import redis
 
 from batchline.events import Event
+from batchline.keys import WebhookKeys, delivery_ref, lane_ref
 from batchline.settings import Settings
+from batchline.webhooks import scripts as lua
 from batchline.webhooks.endpoints import Endpoint, Kind
-from batchline.webhooks.keys import WebhookKeys, delivery_ref, lane_ref
-from batchline.webhooks.scripts import CLAIM, ENQUEUE, FINISH, REPLAY, TICK
 from batchline.wire import dumps, loads
 
 TICK_LIMIT = 500  # due lanes handed out per scheduler tick
@@ -78,11 +78,6 @@ class Outbox:
         self.r = r
         self.settings = settings
         self.keys = WebhookKeys(settings.key_prefix)
-        self._enqueue = r.register_script(ENQUEUE)
-        self._claim = r.register_script(CLAIM)
-        self._finish = r.register_script(FINISH)
-        self._tick = r.register_script(TICK)
-        self._replay = r.register_script(REPLAY)
 
     @property
     def lease_s(self) -> float:
@@ -102,29 +97,30 @@ class Outbox:
         """Queue the event for the endpoint once (a repeat is a no-op): (queued, next)."""
         job_id = event["data"]["job_id"]
         ref = lane_ref(endpoint.id, job_id)
-        code, chain = self._enqueue(
-            keys=[
-                self.keys.delivery(endpoint.id, event["id"]),
-                self.keys.lane(ref),
-                self.keys.due,
-                self.keys.endpoints,
-                self.keys.chain,
-            ],
-            args=[
-                event["id"],
-                dumps(event),
-                endpoint.url,
-                endpoint.kind,
-                job_id,
-                endpoint.id,
-                ref,
-                self.lease_s,
-                self.ttl_s,
-                dumps({"url": endpoint.url, "kind": endpoint.kind}),
-                new_chain_id(),
-                self.chain_ttl_ms,
-                event["type"],
-            ],
+        code, chain = lua.ENQUEUE(
+            self.r,
+            lua.EnqueueKeys(
+                delivery=self.keys.delivery(endpoint.id, event["id"]),
+                lane=self.keys.lane(ref),
+                due=self.keys.due,
+                endpoints=self.keys.endpoints,
+                chain=self.keys.chain,
+            ),
+            lua.EnqueueArgs(
+                event_id=event["id"],
+                event=dumps(event),
+                url=endpoint.url,
+                kind=endpoint.kind,
+                job_id=job_id,
+                endpoint_id=endpoint.id,
+                lane_ref=ref,
+                lease_s=self.lease_s,
+                ttl_s=self.ttl_s,
+                endpoint=dumps({"url": endpoint.url, "kind": endpoint.kind}),
+                chain_id=new_chain_id(),
+                chain_ttl_ms=self.chain_ttl_ms,
+                event_type=event["type"],
+            ),
         )
         head = event["id"] if int(code) == 2 else None
         return int(code) > 0, Next(head, _s(chain))
@@ -136,14 +132,15 @@ class Outbox:
         """
         ref = lane_ref(endpoint_id, job_id)
         token = secrets.token_hex(8)
-        reply = self._claim(
-            keys=[
-                self.keys.delivery(endpoint_id, event_id),
-                self.keys.lane(ref),
-                self.keys.due,
-                self.keys.chain,
-            ],
-            args=[event_id, token, self.lease_s, ref, new_chain_id(), self.chain_ttl_ms],
+        reply = lua.CLAIM(
+            self.r,
+            lua.ClaimKeys(
+                delivery=self.keys.delivery(endpoint_id, event_id),
+                lane=self.keys.lane(ref),
+                due=self.keys.due,
+                chain=self.keys.chain,
+            ),
+            lua.ClaimArgs(event_id, token, self.lease_s, ref, new_chain_id(), self.chain_ttl_ms),
         )
         status = _s(reply[0])
         if status == "missing":
@@ -186,31 +183,32 @@ class Outbox:
     ) -> Next:
         """Record an attempt's outcome (ok, retry or dead) and its log entry."""
         ref = lane_ref(claim.endpoint_id, claim.job_id)
-        reply = self._finish(
-            keys=[
-                self.keys.delivery(claim.endpoint_id, claim.event_id),
-                self.keys.lane(ref),
-                self.keys.due,
-                self.keys.dead,
-                self.keys.log(claim.endpoint_id),
-                self.keys.chain,
-            ],
-            args=[
-                claim.event_id,
-                claim.token,
-                outcome,
-                wait_s,
-                dumps(entry),
-                ref,
-                delivery_ref(claim.endpoint_id, claim.event_id),
-                self.lease_s,
-                self.settings.webhook_log_entries,
-                self.ttl_s,
-                new_chain_id(),
-                self.chain_ttl_ms,
-                "" if status is None else status,
-                error,
-            ],
+        reply = lua.FINISH(
+            self.r,
+            lua.FinishKeys(
+                delivery=self.keys.delivery(claim.endpoint_id, claim.event_id),
+                lane=self.keys.lane(ref),
+                due=self.keys.due,
+                dead=self.keys.dead,
+                log=self.keys.log(claim.endpoint_id),
+                chain=self.keys.chain,
+            ),
+            lua.FinishArgs(
+                event_id=claim.event_id,
+                claim_token=claim.token,
+                outcome=outcome,
+                wait_s=wait_s,
+                log_entry=dumps(entry),
+                lane_ref=ref,
+                delivery_ref=delivery_ref(claim.endpoint_id, claim.event_id),
+                lease_s=self.lease_s,
+                log_max=self.settings.webhook_log_entries,
+                ttl_s=self.ttl_s,
+                chain_id=new_chain_id(),
+                chain_ttl_ms=self.chain_ttl_ms,
+                status="" if status is None else status,
+                error=error,
+            ),
         )
         if _s(reply[0]) == "ignored":
             return Next()
@@ -218,17 +216,18 @@ class Outbox:
 
     def tick(self, chain_id: str | None, *, force: bool = False) -> Tick:
         """Hand out every head that is due; say when to look again and which chain goes on."""
-        reply = self._tick(
-            keys=[self.keys.due, self.keys.chain],
-            args=[
-                chain_id or "",
-                self.lease_s,
-                TICK_LIMIT,
-                self.keys.lane_prefix,
-                new_chain_id(),
-                self.chain_ttl_ms,
-                "1" if force else "0",
-            ],
+        reply = lua.TICK(
+            self.r,
+            lua.TickKeys(due=self.keys.due, chain=self.keys.chain),
+            lua.TickArgs(
+                chain_id=chain_id or "",
+                lease_s=self.lease_s,
+                limit=TICK_LIMIT,
+                lane_prefix=self.keys.lane_prefix,
+                new_chain_id=new_chain_id(),
+                chain_ttl_ms=self.chain_ttl_ms,
+                force="1" if force else "0",
+            ),
         )
         if _s(reply[0]) == "superseded":
             return Tick(True, [], None, None)
@@ -248,17 +247,24 @@ class Outbox:
         key = self.keys.delivery(endpoint_id, event_id)
         job_id = _s(self.r.hget(key, "job_id")) or ""
         ref = lane_ref(endpoint_id, job_id)
-        code, chain = self._replay(
-            keys=[key, self.keys.lane(ref), self.keys.due, self.keys.dead, self.keys.chain],
-            args=[
-                event_id,
-                delivery_ref(endpoint_id, event_id),
-                ref,
-                self.lease_s,
-                self.ttl_s,
-                new_chain_id(),
-                self.chain_ttl_ms,
-            ],
+        code, chain = lua.REPLAY(
+            self.r,
+            lua.ReplayKeys(
+                delivery=key,
+                lane=self.keys.lane(ref),
+                due=self.keys.due,
+                dead=self.keys.dead,
+                chain=self.keys.chain,
+            ),
+            lua.ReplayArgs(
+                event_id=event_id,
+                delivery_ref=delivery_ref(endpoint_id, event_id),
+                lane_ref=ref,
+                lease_s=self.lease_s,
+                ttl_s=self.ttl_s,
+                chain_id=new_chain_id(),
+                chain_ttl_ms=self.chain_ttl_ms,
+            ),
         )
         if int(code) <= 0:
             return int(code), job_id, Next()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from batchline.events import EventKeys
+from batchline.keys import EventKeys
 from batchline.webhooks.dispatch import behind
 from batchline.webhooks.outbox import Outbox
 from batchline.webhooks.wakeups import DELIVER, SCHEDULE, nudge

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from batchline.events import NUDGE_MS, EventKeys
+from batchline.events import NUDGE_MS
+from batchline.keys import EventKeys
 from batchline.messaging.names import TaskName
 from batchline.webhooks.outbox import Next
 

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from batchline.settings import Settings
-from batchline.webhooks.schedule import RetrySchedule, describe
+from batchline.webhooks.retry_schedule import RetrySchedule, describe
 
 
 def test_the_default_schedule_is_svixs() -> None:
