@@ -11,7 +11,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 import orjson
 import redis
@@ -23,6 +23,7 @@ from batchline.errors import BatchlineError, JobConflict, JobNotFound, JobRefuse
 from batchline.formats import MAGIC_BYTES, Prefixed, compression_of, detect_format, read_exactly
 from batchline.keys import upload_key
 from batchline.messaging.names import TaskName
+from batchline.options import TABLE_OPTIONS, JobOptions, with_options
 from batchline.pipeline.status import status as job_status
 from batchline.redisconn import connect
 from batchline.settings import Settings, get_settings
@@ -32,40 +33,29 @@ from batchline.sources import (
     resolve_source,
     upload_segments,
 )
-from batchline.store import FINAL_JOB_STATES, TABLE_OPTIONS, Store
+from batchline.store import FINAL_JOB_STATES, Store
 from batchline.tables import ResultTable
 from batchline.wire import dumps
 
+F = TypeVar("F", bound=Callable[..., Any])
 UPLOAD_TTL_S = 86400
 # Segments (about 4 MB of input each) sent to Redis at a time while uploading.
 UPLOAD_FLUSH_SEGMENTS = 8
 
-# What each option of `batchline.submit_job` is when it is not given (tasks/submit.py): an
+# What each option of `batchline.submit_job` is when it is not given (batchline.options): an
 # option given with this value names the same job as one left out. Every option that
 # defines the job is here; timeouts and how the answer is shown are not options.
-JOB_OPTION_DEFAULTS: dict[str, Any] = {
-    "defaults": {},
-    "on_result": None,
-    "on_complete": None,
-    "hook_queue": None,
-    "max_attempts": None,
-    "metadata": None,
-    "accept_invalid": False,
-    "webhook_url": None,
-    "result_events": False,
-    "max_cost_usd": None,
-    "cache": False,
-    "cache_scope": "global",
-    "format": None,
-    "template": None,
-    "system_template": None,
-    "id_column": None,
-}
+JOB_OPTION_DEFAULTS: dict[str, Any] = JobOptions.given_defaults()
 # Changing how ids are derived must not make a retried submit look like a new job to a
 # client of another version, so the scheme is named in every hash.
 JOB_ID_SCHEME = b"batchline-job-id/1"
 # Marks the digest of a source file this process cannot read: the id then comes from its path.
 PATH_DIGEST = "path:"
+
+
+def _takes_options(fn: F) -> F:
+    """A submit's signature names every job option (batchline.options) and job_id."""
+    return with_options(fn, extras=("job_id",))
 
 
 def _shown(ref: dict[str, str], options: dict[str, Any]) -> str:
@@ -209,6 +199,7 @@ class Client:
         flush()
         return upload_id, sha.hexdigest()
 
+    @_takes_options
     def submit(
         self,
         source: str | Path | BinaryIO | Iterable[dict[str, Any]],
@@ -268,6 +259,7 @@ class Client:
             return self._upload(io.BufferedReader(whole))
         return self._upload(iter_blocks(whole), raw=True)
 
+    @_takes_options
     def submit_source(
         self, path: str, *, timeout_s: float = 120, fresh: bool = False, **options: Any
     ) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -15,9 +15,11 @@ from batchline import scripts as lua
 from batchline.durability import Durability, server_since
 from batchline.errors import JobNotFound
 from batchline.keys import ChunkKeys, FleetKeys, JobKeys
+from batchline.options import TABLE_OPTIONS as TABLE_OPTIONS  # re-exported
+from batchline.options import JobOptions as JobOptions  # re-exported
 from batchline.scripts import Scripts
 from batchline.settings import Settings
-from batchline.wire import ErrorInfo, dumps, loads, unpack_obj
+from batchline.wire import ErrorInfo, unpack_obj
 
 
 class ChunkState(StrEnum):
@@ -100,68 +102,8 @@ CHUNK_FLOATS = (
 )
 
 
-# JobOptions fields about the input's form, in the fingerprint only when set.
-TABLE_OPTIONS = ("format", "template", "system_template", "id_column")
-
-
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
-
-
-@dataclass
-class JobOptions:
-    """What a job was submitted with, besides its requests (immutable after submit)."""
-
-    defaults: dict[str, Any] = field(default_factory=dict)
-    on_result: str | None = None
-    on_complete: str | None = None
-    hook_queue: str | None = None
-    max_attempts: int = 3
-    metadata: Any = None
-    accept_invalid: bool = False
-    webhook_url: str | None = None
-    result_events: bool = False
-    max_cost_usd: float | None = None
-    cache: bool = False
-    cache_scope: str = "global"
-    # The input's form and how its rows become requests (see batchline.formats, RowSpec in
-    # batchline.validation): None is JSONL of requests, or the source's extension.
-    format: str | None = None
-    template: str | None = None
-    system_template: str | None = None
-    id_column: str | None = None
-
-    def canonical(self) -> bytes:
-        """The options that define the job's content, for its fingerprint."""
-        fields: dict[str, Any] = {
-            "defaults": self.defaults,
-            "on_result": self.on_result,
-            "on_complete": self.on_complete,
-            "max_attempts": self.max_attempts,
-            "metadata": self.metadata,
-            "accept_invalid": self.accept_invalid,
-            "max_cost_usd": self.max_cost_usd,
-            "cache": self.cache,
-            "cache_scope": self.cache_scope,
-        }
-        # Added later: only when set, so a job stored before them keeps its fingerprint.
-        for name in TABLE_OPTIONS:
-            if getattr(self, name) is not None:
-                fields[name] = getattr(self, name)
-        return dumps(fields)
-
-    @property
-    def table(self) -> bool:
-        """True when the input is a table whose rows are kept for a results table (a template
-        over rows, or a CSV, TSV or Parquet input)."""
-        return self.template is not None or self.format in ("csv", "tsv", "parquet")
-
-    def to_json(self) -> bytes:
-        return dumps(self.__dict__)
-
-    @classmethod
-    def from_json(cls, data: bytes | str) -> JobOptions:
-        return cls(**loads(data))
 
 
 @dataclass

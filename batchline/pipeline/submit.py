@@ -138,6 +138,7 @@ def submit(
     upload: str | None = None,
 ) -> SubmitResult:
     """Validate and store a job, then start its creates; the same job_id twice is one job."""
+    options = options.resolved(ctx.settings)  # the workers' own defaults, applied here only
     store = ctx.store
     job_id = job_id or new_job_id()
     if not isinstance(job_id, str) or not JOB_ID.match(job_id):
