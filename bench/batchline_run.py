@@ -2,8 +2,10 @@
 Redis memory per request in flight, Celery messages per request and API calls per batch.
 
 With the no-op handler the job has no hook: its result stage is `process_result` itself
-(classify, record once, count). With the 10 ms handler the job's `on_result` hook is a task of
-a bench-only Celery app (bench.hookapp) run with a threads pool on its own queue.
+(classify, record once, count). With the 10 ms handler either the job's `on_result` hook is a
+task of a bench-only Celery app (bench.hookapp) run with a threads pool on its own queue
+(`io`), or the job's in-process handler (the job option `handler`) is bench.handlers.sleep10,
+run by the results workers themselves (`inprocess`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from batchline.ingest import request_blob
 from batchline.settings import Settings
 from batchline.store import FINAL_JOB_STATES, Chunk
 from batchline.validation import Request, validate_stream
-from bench import hookapp
+from bench import handlers, hookapp
+from bench.counting import Counter
 from bench.jobgen import Job
 from bench.memory import RedisMemorySampler, RssSampler
 from bench.stack import Stack, close_client, stack
@@ -35,6 +38,20 @@ HOOK_THREADS = 100
 #            the README deploys them (batchline.devstack.RESULTS_WORKER_ARGS and _ENV);
 #   prefork: one `celery -A workers worker` with `workers` pool processes on every queue.
 TOPOLOGIES = ("split", "prefork")
+# The job option naming an in-process handler (batchline.options.JobOptions).
+HANDLER_OPTION = "handler"
+HANDLER_NOT_AVAILABLE = "handler option not available"
+
+
+def handler_option_available() -> bool:
+    """True when this Batchline takes an in-process handler per job."""
+    import importlib.util
+
+    from batchline.options import JobOptions
+
+    return HANDLER_OPTION in JobOptions.names() and (
+        importlib.util.find_spec("batchline.handlers") is not None
+    )
 
 
 def stored_request_bytes(job: Job, sample: int = SIZE_SAMPLE) -> float:
@@ -98,14 +115,23 @@ def _stage(seconds: float | None, count: int) -> dict[str, Any]:
     }
 
 
-def start_batchline(st: Stack, workers: int, topology: str) -> None:
-    """Batchline's workers, all named batchline.*@ (their CPU is summed as `batchline`)."""
+def start_batchline(st: Stack, workers: int, topology: str, wait: bool = True) -> None:
+    """Batchline's workers, all named batchline.*@ (their CPU is summed as `batchline`).
+    They start side by side; with wait=False the caller waits for them (`st.ready()`)."""
+    _start(st, workers, topology)
+    if wait:
+        st.ready()
+
+
+def _start(st: Stack, workers: int, topology: str) -> None:
     if topology == "prefork":
-        st.worker(name="batchline.all", concurrency=workers)
+        st.worker(name="batchline.all", concurrency=workers, wait=False)
         return
     if topology != "split":
         raise ValueError(f"unknown topology {topology!r}; choose from {', '.join(TOPOLOGIES)}")
-    st.worker(name="batchline.stages", concurrency=1, queues=["ingest", "api", "events"])
+    st.worker(
+        name="batchline.stages", concurrency=1, queues=["ingest", "api", "events"], wait=False
+    )
     for i in range(workers):
         st.worker(
             name=f"batchline.results{i + 1}",
@@ -113,6 +139,7 @@ def start_batchline(st: Stack, workers: int, topology: str) -> None:
             queues=["results"],
             extra=RESULTS_WORKER_ARGS,
             env=RESULTS_WORKER_ENV,
+            wait=False,
         )
 
 
@@ -127,9 +154,13 @@ def run(
     """One job of `job.count` requests through Batchline; numbers of every stage."""
     timeout_s = timeout_s or max(600.0, job.count / 20)
     with stack(workdir) as st:
-        start_batchline(st, workers, topology)
+        start_batchline(st, workers, topology, wait=False)
         options: dict[str, Any] = {}
-        if handler != "noop":
+        counter: Counter | None = None
+        if handler == "inprocess":
+            options = {HANDLER_OPTION: handlers.SLEEP10}
+            counter = handlers.INPROCESS_COUNTER
+        elif handler != "noop":
             st.worker(
                 name="hooks",
                 concurrency=HOOK_THREADS,
@@ -137,13 +168,21 @@ def run(
                 queues=[hookapp.QUEUE],
                 extra=("--pool", "threads"),
                 env={"BENCH_HOOK_BROKER_URL": st.redis.url, "BENCH_HANDLER": handler},
+                wait=False,
             )
             options = {"on_result": hookapp.TASK, "hook_queue": hookapp.QUEUE}
-        return {"topology": topology, **_measure(st, job, handler, options, timeout_s)}
+            counter = hookapp.COUNTER
+        st.ready()
+        return {"topology": topology, **_measure(st, job, handler, options, counter, timeout_s)}
 
 
 def _measure(
-    st: Stack, job: Job, handler: str, options: dict[str, Any], timeout_s: float
+    st: Stack,
+    job: Job,
+    handler: str,
+    options: dict[str, Any],
+    counter: Counter | None,
+    timeout_s: float,
 ) -> dict[str, Any]:
     client = Client(Settings(redis_url=st.redis.url))
     r = st.r()
@@ -152,7 +191,9 @@ def _measure(
     memory_before = st.used_memory()
     rss = RssSampler(st.workers, st.servers())
     queue = QueueProbe(st.r())
-    redis_mem = RedisMemorySampler(st.used_memory, lambda: _job_phase(client, job_id), queue)
+    redis_mem = RedisMemorySampler(
+        st.used_memory, lambda: _job_phase(client, job_id), queue, cpu=st.redis_cpu_s
+    )
     with rss, redis_mem:
         t0 = time.time()
         client.submit(job.path, job_id=job_id, timeout_s=timeout_s, **options)
@@ -163,11 +204,11 @@ def _measure(
             f"job {job_id} to complete",
             interval_s=0.1,
         )
-        if options:
+        if counter is not None:
             st.wait(
-                lambda: hookapp.COUNTER.done(r) >= job.count,
+                lambda: counter.done(r) >= job.count,
                 timeout_s,
-                "every on_result hook to run",
+                f"every {handler} handler call to end",
                 interval_s=0.1,
             )
     status = client.status(job_id)
@@ -192,21 +233,20 @@ def _measure(
     end_to_end = job_ended - t0
     out: dict[str, Any] = {
         "handler": handler,
-        "result_stage": (
-            "on_result hook task (bench.hookapp, threads pool)"
-            if options
-            else "process_result itself (no hook)"
-        ),
+        "result_stage": {
+            "io": "on_result hook task (bench.hookapp, threads pool)",
+            "inprocess": "in-process handler (bench.handlers.sleep10) on the results workers",
+        }.get(handler, "process_result itself (no hook)"),
         "requests": n,
         "batches": len(chunks),
         "counts": status["counts"],
         "submit_call_s": round(t_submitted - t0, 3),
         "stages": stages,
     }
-    if options:
-        first, last = hookapp.COUNTER.span(r)
+    if counter is not None:
+        first, last = counter.span(r)
         if first is None or last is None:
-            raise RuntimeError("the hook counter has no times")
+            raise RuntimeError(f"the {handler} handler counter has no times")
         stages["hooks"] = _stage(last - first, n)
         end_to_end = max(end_to_end, last - t0)
     out["end_to_end"] = _stage(end_to_end, n)
@@ -257,6 +297,17 @@ def _measure(
         "stored_request_bytes": round(stored_request_bytes(job), 1),
         "result_stage_peak_bytes": redis_mem.peak(RESULTS),
         "result_stage_peak_per_request_bytes": _per(redis_mem.peak(RESULTS), memory_before, n),
+    }
+    stage_start = min((c.time_field("fanout_started_at") for c in chunks), default=None)
+    stage_end = max((c.time_field("done_at") for c in chunks), default=None)
+    cpu_s = redis_mem.cpu_between(stage_start, stage_end)
+    out["redis_cpu"] = {
+        "method": "Redis INFO cpu (used_cpu_user + used_cpu_sys), sampled every 50 ms: the "
+        "last sample before the result stage began (first fan-out start) to the first after "
+        "it ended (last chunk done), divided by the results",
+        "seconds": None if cpu_s is None else round(cpu_s, 4),
+        "us_per_result": None if cpu_s is None else round(cpu_s * 1e6 / n, 1),
+        "results_per_s_per_core": None if not cpu_s else round(n / cpu_s),
     }
     out["worker_memory"] = {
         "processes": [p for p in rss.result() if p["role"] != "server"],

@@ -153,13 +153,16 @@ class RssSampler:
 
 @dataclass
 class RedisMemorySampler:
-    """Samples Redis used_memory with a phase label from `phase()` in a background thread."""
+    """Samples Redis used_memory with a phase label from `phase()` in a background thread
+    (and, given `cpu`, the CPU seconds Redis has used, with the time of each sample)."""
 
     used_memory: Callable[[], int]
     phase: Callable[[], str]
     probe: Callable[[], None] | None = None  # anything else to look at on each tick
     interval_s: float = 0.05
+    cpu: Callable[[], float] | None = None
     samples: list[tuple[float, str, int]] = field(default_factory=list)
+    cpu_samples: list[tuple[float, float]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -173,6 +176,8 @@ class RedisMemorySampler:
                     self.samples.append((time.time(), phase, used))
                 if self.probe is not None:
                     self.probe()
+                if self.cpu is not None:
+                    self.cpu_samples.append((time.time(), self.cpu()))
             except redis.RedisError:
                 pass  # a missed sample is not a failed run
             self._stop.wait(self.interval_s)
@@ -186,6 +191,20 @@ class RedisMemorySampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self.cpu is not None:  # a last sample: after whatever the caller waited for
+            with contextlib.suppress(redis.RedisError):
+                self.cpu_samples.append((time.time(), self.cpu()))
+
+    def cpu_between(self, start: float | None, end: float | None) -> float | None:
+        """Redis CPU seconds from the last sample at or before `start` to the first at or
+        after `end` (None when the samples do not reach both sides)."""
+        if start is None or end is None:
+            return None
+        before = [cpu for t, cpu in self.cpu_samples if t <= start]
+        after = [cpu for t, cpu in self.cpu_samples if t >= end]
+        if not before or not after:
+            return None
+        return after[0] - before[-1]
 
     def median(self, phase: str) -> int | None:
         values = sorted(used for _, p, used in self.samples if p == phase)

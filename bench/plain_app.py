@@ -3,7 +3,9 @@
 The baseline for per-custom_id subtasks: `fan_out` reads the results JSONL (with the same raw
 line reader Batchline uses, so only the Celery side differs) and publishes one `handle` task
 per result, carrying the result; `handle` calls the bench handler and counts itself done.
-Broker from BENCH_PLAIN_BROKER_URL; a result backend only when BENCH_PLAIN_BACKEND_URL is set.
+Broker from BENCH_PLAIN_BROKER_URL; a result backend only when BENCH_PLAIN_BACKEND_URL is set;
+BENCH_PLAIN_ACK_EMULATION=false turns the Redis transport's ack emulation off (the tuned
+baseline, run like Batchline's results workers: solo pool, prefetch 64, no result backend).
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ STARTED_KEY = "bench:plain:fan_out_started"
 BROKER = os.environ.get("BENCH_PLAIN_BROKER_URL", "redis://127.0.0.1:6379/0")
 BACKEND = os.environ.get("BENCH_PLAIN_BACKEND_URL") or None
 HANDLER = HANDLERS[os.environ.get("BENCH_HANDLER", "noop")]
+ACK_EMULATION = os.environ.get("BENCH_PLAIN_ACK_EMULATION", "true").lower() != "false"
 
-# Nothing but the broker (and, in one variant, the result backend): every other setting is
-# Celery's default.
+# Nothing but the broker (and, in one variant, the result backend; in the tuned one, no ack
+# emulation): every other setting is Celery's default.
 app = Celery("plain", broker=BROKER, backend=BACKEND)
+if not ACK_EMULATION:
+    app.conf.broker_transport_options = {"ack_emulation": False}
 _r = redis.Redis.from_url(BROKER)
 
 

@@ -1,4 +1,5 @@
-"""The result stage done the plain Celery way: one `apply_async` per result, default settings.
+"""The result stage done the plain Celery way: one `apply_async` per result, default settings
+(or tuned the way Batchline's results workers run: `tuned=True`).
 
 A batch of the job's requests is made on a private emulator first (not timed); then one
 `plain.fan_out` task streams its results and publishes a `plain.handle` task per line. The
@@ -23,6 +24,9 @@ from bench.memory import RssSampler
 from bench.stack import stack
 
 READ_SLICE = 1 << 20
+# The tuned baseline's worker options: those of Batchline's results workers
+# (batchline.devstack.RESULTS_WORKER_ARGS when the baseline was added), ack emulation off too.
+TUNED_WORKER_ARGS = ("--pool", "solo", "--prefetch-multiplier", "64")
 
 
 def _create_batch(base_url: str, job: Job) -> str:
@@ -50,20 +54,61 @@ def _create_batch(base_url: str, job: Job) -> str:
     return batch.results_url
 
 
+def settings_label(*, result_backend: bool, tuned: bool) -> str:
+    if tuned:
+        return (
+            "tuned like Batchline's results workers: solo pool, prefetch 64, no ack "
+            "emulation, no result backend; broker Redis"
+        )
+    return "Celery defaults; broker Redis" + (
+        "; result backend Redis" if result_backend else "; no result backend"
+    )
+
+
 def run(
-    workdir: Path, job: Job, workers: int, *, result_backend: bool, timeout_s: float | None = None
+    workdir: Path,
+    job: Job,
+    workers: int,
+    *,
+    result_backend: bool,
+    tuned: bool = False,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """Fan the batch's results out through plain Celery; throughput and costs."""
+    """Fan the batch's results out through plain Celery; throughput and costs.
+
+    At Celery's defaults: one worker with `workers` prefork processes. Tuned: `workers`
+    solo-pool workers with a prefetch of 64 and the transport's ack emulation off, as
+    Batchline's results workers run (no result backend).
+    """
+    if tuned and result_backend:
+        raise ValueError("the tuned baseline has no result backend")
     timeout_s = timeout_s or max(600.0, job.count / 20)
     with stack(workdir) as st:
         results_url = _create_batch(st.emulator.base_url, job)
         env = {"BENCH_PLAIN_BROKER_URL": st.redis.url, "BENCH_HANDLER": "noop"}
         if result_backend:
             env["BENCH_PLAIN_BACKEND_URL"] = st.redis.url
-        worker = st.worker(name="plain", concurrency=workers, app="bench.plain_app", env=env)
+        if tuned:
+            env["BENCH_PLAIN_ACK_EMULATION"] = "false"
+            started_workers = [
+                st.worker(
+                    name=f"plain.tuned{i + 1}",
+                    concurrency=1,
+                    app="bench.plain_app",
+                    extra=TUNED_WORKER_ARGS,
+                    env=env,
+                    wait=False,
+                )
+                for i in range(workers)
+            ]
+            st.ready()
+        else:
+            started_workers = [
+                st.worker(name="plain", concurrency=workers, app="bench.plain_app", env=env)
+            ]
         r = st.r()
         before = st.commandstats()
-        rss = RssSampler([worker], st.servers())
+        rss = RssSampler(started_workers, st.servers())
         with rss:
             with Celery("bench", broker=st.redis.url) as sender:
                 sender.send_task(plain_app.FAN_OUT, args=(results_url,))
@@ -81,8 +126,8 @@ def run(
         seconds = last - started
         n = job.count
         return {
-            "settings": "Celery defaults; broker Redis"
-            + ("; result backend Redis" if result_backend else "; no result backend"),
+            "settings": settings_label(result_backend=result_backend, tuned=tuned),
+            "tuned": tuned,
             "requests": n,
             "seconds": round(seconds, 3),
             "requests_per_s": round(n / seconds, 1),

@@ -5,6 +5,9 @@ ends, iterates the results with the SDK and calls the same handler for each one.
 own process so its peak memory is its own:
 
     python -m bench.sequential --job job.jsonl --base-url http://127.0.0.1:PORT --handler io
+
+With --keep-redis URL it also writes one record per result to Redis (a SET of the result's
+JSON under its custom_id): what a script that keeps its results must do.
 """
 
 from __future__ import annotations
@@ -20,19 +23,29 @@ from typing import Any
 
 import anthropic
 import orjson
+import psutil
+import redis
 
-from batchline.devstack import PROJECT_ROOT, Emulator
+from batchline.devstack import PROJECT_ROOT, Emulator, RedisServer
 from bench.handlers import HANDLERS
 from bench.jobgen import read_job
 
 API_MAX_BATCH_REQUESTS = 100_000
 API_KEY = "sk-bench-sequential"
+KEEP_PREFIX = "bench:sequential:"
 
 
 def run(
-    job: Path, base_url: str, handler: str, poll_interval_s: float, limit: int | None = None
+    job: Path,
+    base_url: str,
+    handler: str,
+    poll_interval_s: float,
+    limit: int | None = None,
+    keep_redis: str | None = None,
 ) -> dict[str, Any]:
     handle = HANDLERS[handler]
+    keep = redis.Redis.from_url(keep_redis) if keep_redis else None
+    at_start = resource.getrusage(resource.RUSAGE_SELF)  # imports are not the run's CPU
     client = anthropic.Anthropic(base_url=base_url, api_key=API_KEY, max_retries=2, timeout=600)
     t0 = time.time()
     requests = read_job(job)
@@ -57,12 +70,16 @@ def run(
             if first_result is None:
                 first_result = time.time()
             handle(result.custom_id, result.result)
+            if keep is not None:
+                keep.set(KEEP_PREFIX + result.custom_id, result.to_json(indent=None))
             handled += 1
     t_done = time.time()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "requests": count,
         "handled": handled,
         "handler": handler,
+        "keeps_results": "redis" if keep is not None else None,
         "batches": len(batch_ids),
         "started_at": t0,
         "read_s": t_read - t0,
@@ -70,16 +87,31 @@ def run(
         "poll_s": t_ended - t_created,
         "results_s": t_done - t_ended,
         "total_s": t_done - t0,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "script_cpu_s": round(
+            usage.ru_utime + usage.ru_stime - at_start.ru_utime - at_start.ru_stime, 3
+        ),
     }
 
 
+def _cpu_s(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
 def run_in_process(
-    workdir: Path, job: Path, handler: str, poll_interval_s: float, limit: int | None = None
+    workdir: Path,
+    job: Path,
+    handler: str,
+    poll_interval_s: float,
+    limit: int | None = None,
+    keep_results: bool = False,
 ) -> dict[str, Any]:
-    """Start a private emulator and run the script against it in a child process."""
+    """Start a private emulator (and Redis, to keep the results in) and run the script
+    against it in a child process."""
     workdir.mkdir(parents=True, exist_ok=True)
     emu = Emulator(workdir, "--processing-seconds", "0").start()
+    server = RedisServer(workdir / "redis").start() if keep_results else None
     try:
         cmd = [
             sys.executable, "-m", "bench.sequential", "--job", str(job),
@@ -88,17 +120,34 @@ def run_in_process(
         ]  # fmt: skip
         if limit is not None:
             cmd += ["--limit", str(limit)]
+        if server is not None:
+            cmd += ["--keep-redis", server.url]
+        servers = {"emulator": emu.proc, "redis": server.proc if server else None}
+        cpu_before = {k: _cpu_s(p.pid) for k, p in servers.items() if p is not None}
         done = subprocess.run(
             cmd, cwd=PROJECT_ROOT, capture_output=True, check=False, env={**os.environ}
         )
         if done.returncode != 0:
             raise RuntimeError(f"the sequential script failed:\n{done.stderr.decode()[-3000:]}")
         out: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+        for name, proc in servers.items():
+            if proc is not None:
+                out[f"{name}_cpu_s"] = round(_cpu_s(proc.pid) - cpu_before[name], 3)
+        # CPU of the whole run: the script, the emulator, and the Redis it keeps results in
+        out["cpu_s"] = round(
+            out["script_cpu_s"] + sum(out.get(f"{k}_cpu_s", 0.0) for k in servers), 3
+        )
         stats = emu.stats()
         out["api_calls"] = {k: v for k, v in stats["calls"].items() if v}
+        if server is not None:
+            out["records_kept"] = sum(
+                1 for _ in server.client().scan_iter(KEEP_PREFIX + "*", count=1000)
+            )
         return out
     finally:
         emu.stop()
+        if server is not None:
+            server.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,8 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--handler", choices=sorted(HANDLERS), default="noop")
     parser.add_argument("--poll-interval-s", type=float, default=0.5)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--keep-redis", default=None, help="write each result to this Redis")
     args = parser.parse_args(argv)
-    out = run(args.job, args.base_url, args.handler, args.poll_interval_s, args.limit)
+    out = run(
+        args.job, args.base_url, args.handler, args.poll_interval_s, args.limit, args.keep_redis
+    )
     sys.stdout.write(orjson.dumps(out).decode() + "\n")
 
 

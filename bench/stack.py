@@ -54,7 +54,10 @@ class Stack:
         queues: list[str] | None = None,
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> Worker:
+        """Start a worker; with wait=False it starts in the background (see `ready`), so
+        several workers of a measurement can import their apps side by side."""
         w = Worker(
             self.workdir,
             {**self.env, **(env or {})},
@@ -65,8 +68,14 @@ class Stack:
             extra=extra,
         )
         self.workers.append(w)
-        w.start()
+        w.start(wait=wait)
         return w
+
+    def ready(self, timeout_s: float = 60.0) -> None:
+        """Wait until every worker started so far is ready (raises if one exits)."""
+        wait_until(
+            lambda: all(w.ready() for w in self.workers), timeout_s, 0.1, "the workers to start"
+        )
 
     def commandstats(self) -> dict[str, int]:
         """Calls per Redis command since the server started (INFO commandstats)."""
@@ -75,6 +84,11 @@ class Stack:
 
     def used_memory(self) -> int:
         return int(self.r().info("memory")["used_memory"])
+
+    def redis_cpu_s(self) -> float:
+        """CPU seconds Redis has used since it started (INFO cpu: user + system)."""
+        info = self.r().info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
     def servers(self) -> dict[str, int]:
         """Pids of Redis and the emulator, to watch their CPU and memory too."""

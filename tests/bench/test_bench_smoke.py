@@ -23,8 +23,9 @@ def _number(value: Any) -> bool:
 # The sections in groups of about equal length, run side by side (each group is one run of
 # the harness, with its own processes), so the smoke bench does not hold the suite's end.
 GROUPS = {
-    # The targets that compare sections are all in here (result stage vs plain Celery,
-    # handlers vs the sequential script, memory of both handlers).
+    # The targets that compare sections are all in here (result stage vs plain Celery at its
+    # defaults and tuned, the in-process handler and the hook vs the sequential script, memory
+    # of every handler run, Redis CPU per result).
     "pipeline": ("batchline", "sequential", "plain_celery", "io", "emulator_speed"),
     "cache-durability-tables": ("cache", "durable_writes", "table_ingest"),
     "polling": ("polling",),
@@ -66,12 +67,13 @@ def test_quick_harness_reports_every_section_with_numbers(tmp_path: Path, group:
     if "batchline" in s:
         check_batchline(s["batchline"], n)
     if "sequential" in s:
-        assert s["sequential"]["handled"] == n and _number(s["sequential"]["total_s"])
+        check_sequential(s["sequential"], n)
     if "emulator_speed" in s:
         assert _number(s["emulator_speed"]["ratio"])
     if "plain_celery" in s:
-        for variant in ("defaults", "result_backend"):
+        for variant in ("defaults", "result_backend", "tuned"):
             assert _number(s["plain_celery"][variant]["requests_per_s"]), variant
+        assert s["plain_celery"]["tuned"]["result_keys"] == 0
     if "io" in s:
         check_io(s["io"])
     if "cache" in s:
@@ -85,7 +87,8 @@ def test_quick_harness_reports_every_section_with_numbers(tmp_path: Path, group:
         check_table_ingest(s["table_ingest"])
     if group == "pipeline":  # every target comparing sections was measured
         measured = [t for t in report["targets"] if "polling" not in t["target"]]
-        assert measured and all(_number(t["value"]) for t in measured)
+        assert measured and all(_number(t["value"]) or _no_handler_option(t) for t in measured)
+        assert report["notes"] and b"breaks even" in done.stdout
     assert b"Targets" in done.stdout
 
 
@@ -98,15 +101,34 @@ def check_batchline(bl: dict[str, Any], n: int) -> None:
     assert _number(bl["end_to_end"]["requests_per_s"])
     assert _number(bl["redis_memory"]["per_request_bytes"])
     assert _number(bl["redis_memory"]["compressed_request_bytes"])
+    assert _number(bl["redis_cpu"]["us_per_result"])
     assert bl["worker_memory"]["peak_rss_bytes"] > 0
     assert all(p["peak_rss_bytes"] > 0 for p in bl["worker_memory"]["processes"])
     assert bl["celery_messages"]["task_messages_per_request"] >= 1
     assert bl["api_calls"]["per_batch"]["create"] == 1
 
 
+def _no_handler_option(target: dict[str, Any]) -> bool:
+    """The in-process handler's target, when this Batchline has no `handler` job option."""
+    return target["result"] == "n/a" and "handler option not available" in target["note"]
+
+
+def check_sequential(seq: dict[str, Any], n: int) -> None:
+    assert seq["handled"] == n and _number(seq["total_s"]) and _number(seq["cpu_s"])
+    # The second script keeps one record per result in Redis
+    keep = seq["keeps_results"]
+    assert keep["handled"] == keep["records_kept"] == n and _number(keep["total_s"])
+
+
 def check_io(io: dict[str, Any]) -> None:
-    assert _number(io["batchline"]["end_to_end"]["seconds"])
-    assert _number(io["batchline"]["stages"]["hooks"]["seconds"])
+    # The 10 ms handler in-process (when the job option exists) and as a Celery-task hook
+    runs = [io["hook"]]
+    if io["inprocess"].get("available") is not False:
+        runs.append(io["inprocess"])
+        assert io["inprocess"]["counts"]["succeeded"] == io["sequential"]["requests"]
+    for run in runs:
+        assert _number(run["end_to_end"]["seconds"])
+        assert _number(run["stages"]["hooks"]["seconds"])
     assert io["sequential"]["handler"] == "io" and _number(io["sequential"]["total_s"])
 
 
