@@ -23,7 +23,7 @@ from batchline.errors import BatchlineError, JobConflict, JobNotFound, JobRefuse
 from batchline.formats import MAGIC_BYTES, Prefixed, compression_of, detect_format, read_exactly
 from batchline.keys import upload_key
 from batchline.messaging.names import TaskName
-from batchline.options import TABLE_OPTIONS, JobOptions, with_options
+from batchline.options import ADDED_LATER, JobOptions, with_options
 from batchline.pipeline.status import status as job_status
 from batchline.redisconn import connect
 from batchline.settings import Settings, get_settings
@@ -81,7 +81,7 @@ def derive_job_id(content_sha256: str, options: Mapping[str, Any]) -> str:
     """
     chosen = {k: v for k, v in options.items() if k != "job_id" and v is not None}
     # Options added later are hashed only when set, so every id derived before stays.
-    base = {k: v for k, v in JOB_OPTION_DEFAULTS.items() if k not in TABLE_OPTIONS}
+    base = {k: v for k, v in JOB_OPTION_DEFAULTS.items() if k not in ADDED_LATER}
     canonical = orjson.dumps({**base, **chosen}, option=orjson.OPT_SORT_KEYS)
     sha = hashlib.sha256(JOB_ID_SCHEME)
     for part in (content_sha256.encode(), canonical):

@@ -72,6 +72,21 @@ class JobKeys:
         return f"{self.base}:hooks:sending"
 
     @property
+    def handled(self) -> str:
+        """Set: custom_ids whose in-process handler is done (returned, or gave up)."""
+        return f"{self.base}:handled"
+
+    @property
+    def handling(self) -> str:
+        """Sorted set: custom_ids whose handler a worker is calling, by claim time."""
+        return f"{self.base}:handling"
+
+    @property
+    def handler_errors(self) -> str:
+        """Hash: custom_id -> the handler's last error (JSON), when it gave up."""
+        return f"{self.base}:handlererr"
+
+    @property
     def followers(self) -> str:
         """Hash: leader's api custom_id -> "id,id,..." of repeats answered by its result."""
         return f"{self.base}:dups"
@@ -112,6 +127,9 @@ class JobKeys:
             self.last_errors,
             self.hooks_pending,
             self.hooks_sending,
+            self.handled,
+            self.handling,
+            self.handler_errors,
             self.followers,
             self.leaders,
             self.duplicates,

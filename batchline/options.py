@@ -61,6 +61,9 @@ class JobOptions:
     )
     system_template: str | None = field(default=None, metadata=_meta(WHEN_SET, ("system",)))
     id_column: str | None = field(default=None, metadata=_meta(WHEN_SET, ("id_column",)))
+    # An in-process handler (batchline.handlers): "package.module:function", called on the
+    # results worker once per request; None is the workers' BATCHLINE_RESULT_HANDLER.
+    handler: str | None = field(default=None, metadata=_meta(WHEN_SET, ("handler",)))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -84,8 +87,10 @@ class JobOptions:
     def resolved(self, settings: Settings) -> JobOptions:
         """Checked, with the workers' own defaults applied: what the job is stored with.
         Refuses (JobRefused) an unknown format, an unusable template, a webhook URL that
-        may not be called, or unknown fields in defaults."""
+        may not be called, a handler that cannot be imported, or unknown fields in
+        defaults."""
         from batchline.formats import detect_format
+        from batchline.handlers import check_handler
         from batchline.validation import RowSpec, check_defaults
         from batchline.webhooks.endpoints import check_job_webhook
 
@@ -94,6 +99,8 @@ class JobOptions:
         RowSpec.build(self.template, self.system_template, self.id_column)
         if self.webhook_url is not None:
             check_job_webhook(self.webhook_url, settings)
+        if self.handler is not None:
+            check_handler(self.handler)
         base: dict[str, Any] = {}
         if settings.default_model:
             base["model"] = settings.default_model
@@ -138,10 +145,13 @@ def _defaults() -> dict[str, Any]:
     return out
 
 
-# JobOptions fields about the input's form, in the fingerprint only when set.
-TABLE_OPTIONS = tuple(
+# JobOptions fields added after jobs were first stored: in the fingerprint (and in a job id
+# the client derives) only when set.
+ADDED_LATER = tuple(
     f.name for f in dataclasses.fields(JobOptions) if f.metadata["fingerprint"] == WHEN_SET
 )
+# Those about the input's form.
+TABLE_OPTIONS = tuple(name for name in ADDED_LATER if name != "handler")
 
 
 def with_options(fn: F, extras: tuple[str, ...] = ()) -> F:

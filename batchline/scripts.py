@@ -341,6 +341,33 @@ class CutoffArg(NamedTuple):
 STALE_HOOKS = Script("stale_hooks", HookSets, CutoffArg)
 
 
+# In-process handlers (batchline.handlers): a call is claimed by one caller (not done, and
+# not claimed since the cutoff) and marked done once, with its error when it gave up.
+class HandlerSets(NamedTuple):
+    handled: str  # set: custom_ids whose handler is done
+    handling: str  # sorted set: claimed calls (custom_ids), by claim time
+
+
+class ClaimHandlerArgs(NamedTuple):
+    now: float
+    cutoff: float  # a claim older than this lost its worker
+
+
+# `rest`: the custom_ids. Returns the claimed ones.
+CLAIM_HANDLERS = Script("claim_handlers", HandlerSets, ClaimHandlerArgs)
+
+
+class HandlersDoneKeys(NamedTuple):
+    handled: str
+    handling: str
+    errors: str  # hash: custom_id -> error JSON
+    job: str  # the job's hash: `handled` and `handler_failed` counters
+
+
+# `rest`: (custom_id, error JSON or "") pairs; each counts once. Returns how many failed.
+HANDLERS_DONE = Script("handlers_done", HandlersDoneKeys, NoArgs)
+
+
 # Append to a hash field.
 class HashKey(NamedTuple):
     hash: str
@@ -376,6 +403,8 @@ SCRIPTS: dict[str, Script[Any, Any]] = {
         ENQUEUE,
         CLAIM_HOOKS,
         STALE_HOOKS,
+        CLAIM_HANDLERS,
+        HANDLERS_DONE,
         APPEND_FIELD,
     )
 }

@@ -358,6 +358,30 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- in-process result handlers (batchline.handlers) ---
+    result_handler: str | None = Field(
+        None,
+        description=(
+            "`package.module:function` called on the results workers as "
+            "`handler(job_id, custom_id, record)` once per request of every job that names "
+            "no `handler` of its own"
+        ),
+    )
+    handler_threads: int = Field(
+        32, ge=1, description="threads per results worker process running handlers at once"
+    )
+    handler_attempts: int = Field(
+        3, ge=1, description="calls of a handler that raises, per request, before its error is kept"
+    )
+    handler_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "a handler call claimed this long ago is taken to have died with its worker and "
+            "is made again (calls must end sooner)"
+        ),
+    )
+
     # --- events and webhooks ---
     events_retention_s: int = Field(
         7 * 86400,

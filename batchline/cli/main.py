@@ -166,6 +166,10 @@ INPUT_FORMATS = ("jsonl", "csv", "tsv", "parquet")
 @click.option("--on-result", help="Celery task name called once per finished request.")
 @click.option("--on-complete", help="Celery task name called once when the job ends.")
 @click.option("--hook-queue", help="Queue for the hook tasks (default: celery).")
+@click.option(
+    "--handler",
+    help="package.module:function called on the results workers once per finished request.",
+)
 @click.option("--metadata", help="JSON echoed back in status and events.")
 @click.option("--webhook-url", help="Signed webhooks for this job's events.")
 @click.option("--max-cost-usd", type=float, help="Refuse the job if its estimate is higher.")
@@ -197,6 +201,7 @@ def submit(
     on_result: str | None,
     on_complete: str | None,
     hook_queue: str | None,
+    handler: str | None,
     metadata: str | None,
     webhook_url: str | None,
     max_cost_usd: float | None,
@@ -247,6 +252,7 @@ def submit(
         ("on_result", on_result),
         ("on_complete", on_complete),
         ("hook_queue", hook_queue),
+        ("handler", handler),
         ("webhook_url", webhook_url),
         ("max_cost_usd", max_cost_usd),
     ):

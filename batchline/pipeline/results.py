@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from batchline import api, logs, memory
+from batchline import api, handlers, logs, memory
 from batchline.chunking import line_custom_id, untag
 from batchline.classify import MISSING, Outcome, classify_result, decide
 from batchline.errors import BatchNotFound, RateLimited, RetryableApiError
@@ -242,6 +242,8 @@ def process_result(ctx: Context, job_id: str, number: int, batch_id: str, api_id
     if raw is None:
         if hook_pending is not None:
             deliver_hooks(ctx, job_id, [api_id])
+        if handlers.redelivered(ctx, job_id, [api_id]):
+            raise Defer(ctx.settings.handler_timeout_s / 4, "its handler call is claimed")
         return  # processed already (a redelivered subtask)
     line = orjson.loads(unpack(raw))
     outcome = {api_id: classify_result(line.get("result"))}
@@ -325,6 +327,8 @@ def record_outcomes(
     if opts.cache:
         remember(ctx, opts.cache_scope, fresh, params_keys)
         finish_followers(ctx, job_id, fresh)
+    if fresh and (opts.handler or ctx.settings.result_handler):
+        handlers.run_handlers(ctx, job_id, [(rec["custom_id"], rec) for rec in fresh.values()])
     if fresh:
         progress(ctx, job_id)
     after(ctx, job_id, number, fin)

@@ -44,6 +44,9 @@ def status(store: Store, job_id: str, with_batches: bool = True) -> dict[str, An
         "deduplicated": num("deduplicated"),
         "duplicates_canceled": num("duplicates_canceled"),
         "canceled_after_create": num("canceled_after_create"),
+        # In-process handler calls ended (batchline.handlers), and those that gave up.
+        "handled": num("handled"),
+        "handler_failed": num("handler_failed"),
         "metadata": loads(f["metadata"]) if f.get("metadata") else None,
         "submitted_at": float(f.get("submitted_at") or f.get("created_at") or 0),
         "ended_at": float(f["ended_at"]) if f.get("ended_at") else None,

@@ -8,6 +8,7 @@ from typing import Any
 
 from batchline import logs
 from batchline import scripts as lua
+from batchline.handlers import run_handlers
 from batchline.ingest import blob_header
 from batchline.messaging.names import TaskName
 from batchline.pipeline.context import Context
@@ -118,6 +119,7 @@ def finish_followers(ctx: Context, job_id: str, leaders: dict[str, dict[str, Any
             store.r.hincrby(keys.job, "saved_nusd", saved)
         if opts.on_result:
             deliver_hooks(ctx, job_id, list(fresh), fresh)
+        run_handlers(ctx, job_id, [(r["custom_id"], r) for r in fresh.values()])
         after(ctx, job_id, "dups", fin)
 
 
@@ -172,6 +174,7 @@ def close_chunk(
         fresh = {a: r for a, r in records.items() if a in fin.fresh}
         if opts.on_result:
             deliver_hooks(ctx, job_id, list(fresh), fresh)
+        run_handlers(ctx, job_id, [(r["custom_id"], r) for r in fresh.values()])
         finish_followers(ctx, job_id, fresh)
         remaining = fin.remaining
     store.transition(job_id, chunk.number, from_states, state, close=True)
