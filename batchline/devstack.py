@@ -31,10 +31,11 @@ def free_port() -> int:
 
 
 # The results stage's own workers (README, Operations): solo-pool processes, one per core,
-# each holding up to 64 messages, without the broker's ack emulation
-# (Settings.broker_ack_emulation). Compose, the bench and the worker-kill test run these.
+# each holding up to 64 messages (handed to process_result in groups of up to 64), without
+# the broker's ack emulation (Settings.broker_ack_emulation) and without per-result log
+# lines at INFO. Compose, the bench and the worker-kill test run these.
 RESULTS_WORKER_ARGS = ("--pool", "solo", "--prefetch-multiplier", "64")
-RESULTS_WORKER_ENV = {"BATCHLINE_BROKER_ACK_EMULATION": "false"}
+RESULTS_WORKER_ENV = {"BATCHLINE_BROKER_ACK_EMULATION": "false", "BATCHLINE_RESULT_LOGS": "false"}
 
 
 class ProcessExited(RuntimeError):

@@ -475,6 +475,26 @@ class Settings(BaseSettings):
             "messages of the bulk stage)"
         ),
     )
+    # The results stage's grouped consumer: consecutive process_result messages, one call.
+    result_group_size: int = Field(
+        64,
+        ge=1,
+        description=(
+            "`process_result` messages a results worker hands to one grouped call (one read, one "
+            "record script, one hook publish per group; at most the worker's prefetch); 1 turns "
+            "grouping off (so do task events for the result tasks)"
+        ),
+    )
+    result_group_wait_ms: int = Field(
+        50, ge=1, description="longest wait for a group of results to fill before it runs"
+    )
+    result_logs: bool = Field(
+        True,
+        description=(
+            "per-result log lines (`request.*`, the result task's succeeded line) at INFO; "
+            "results workers started as recommended turn them off (DEBUG keeps them)"
+        ),
+    )
     log_level: str = Field("INFO", description="log level; one line per state change")
     log_json: bool = Field(False, description="log JSON lines")
     metrics_host: str = Field(

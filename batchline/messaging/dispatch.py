@@ -8,10 +8,13 @@ from typing import Any
 import redis
 from celery import Celery
 
-from batchline.messaging.publish import Hook, publish_with
+from batchline.messaging.names import TaskName
+from batchline.messaging.publish import Hook, publish_with, push_tasks
+from batchline.messaging.queues import ROUTES
 
 PUBLISH_BATCH = 500  # publishes per pipelined round trip to Redis
 DEFAULT_HOOK_QUEUE = "celery"  # Celery's default queue, where another app's worker listens
+TASK_NAMES = {t.value for t in TaskName}
 
 
 class CeleryDispatcher:
@@ -30,7 +33,11 @@ class CeleryDispatcher:
         self.app.send_task(name, args=args, countdown=countdown, ignore_result=True)
 
     def send_many(self, name: str, args: Iterable[tuple[Any, ...]]) -> int:
-        """Publish many messages through kombu's pipelined publish batch."""
+        """Publish many messages: pushed straight onto the queue's list when the broker is
+        the state Redis (batchline.messaging.publish), else through kombu's publish batch."""
+        queue = ROUTES.get(TaskName(name)) if name in TASK_NAMES else None
+        if self.state is not None and queue is not None:
+            return push_tasks(self.state, name, queue.value, args)
         sent = 0
         with self.app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
             for a in args:

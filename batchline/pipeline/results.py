@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -250,6 +252,93 @@ def process_result(ctx: Context, job_id: str, number: int, batch_id: str, api_id
     record_outcomes(ctx, job_id, number, outcome, batch_id=batch_id, reads=reads)
 
 
+ResultRef = tuple[str, int, str, str]  # a process_result message: job, chunk, batch, custom_id
+
+
+def process_results(ctx: Context, refs: Sequence[ResultRef]) -> list[ResultRef]:
+    """Classify and record a group of stored results: per chunk, one pipelined read, one
+    FINISH, one hook publish. A result whose processing fails does not hold the others back:
+    it is returned (to be retried), and so is every result of a chunk whose group failed in
+    a way that processing them one by one could not get past."""
+    by_chunk: dict[tuple[str, int], dict[str, ResultRef]] = {}
+    for ref in refs:
+        by_chunk.setdefault((ref[0], ref[1]), {}).setdefault(ref[3], ref)
+    failed: list[ResultRef] = []
+    for (job_id, number), group in by_chunk.items():
+        try:
+            failed += _process_group(ctx, job_id, number, group)
+        except Exception as exc:
+            if len(group) == 1:
+                _note_failure(job_id, list(group.values()), exc)
+                failed += group.values()
+                continue
+            # One result the group cannot carry: each one on its own finds it.
+            for ref in group.values():
+                try:
+                    failed += _process_group(ctx, job_id, number, {ref[3]: ref})
+                except Exception as one_exc:
+                    _note_failure(job_id, [ref], one_exc)
+                    failed.append(ref)
+    return failed
+
+
+def _note_failure(job_id: str, refs: list[ResultRef], exc: Exception) -> None:
+    logs.event(
+        "results.failed",
+        logging.WARNING,
+        job_id=job_id,
+        results=len(refs),
+        custom_id=refs[0][3] if len(refs) == 1 else None,
+        error=f"{type(exc).__name__}: {exc}"[:300],
+    )
+
+
+def _process_group(
+    ctx: Context, job_id: str, number: int, group: dict[str, ResultRef]
+) -> list[ResultRef]:
+    store = ctx.store
+    keys = store.keys(job_id)
+    ck = keys.chunk(number)
+    ids = list(group)
+    pipe = store.r.pipeline(transaction=False)
+    pipe.hmget(ck.raw, ids)
+    pipe.zmscore(keys.hooks_pending, ids)
+    _queue_reads(pipe, keys, ids)  # what recording needs, in the same round trip
+    raws, pending, canceled, retried, originals, blobs = pipe.execute()
+    hooks_due = [
+        a for a, raw, p in zip(ids, raws, pending, strict=True) if raw is None and p is not None
+    ]
+    if hooks_due:
+        deliver_hooks(ctx, job_id, hooks_due)  # processed already (a redelivered subtask)
+    # Recorded already: a handler call its worker never ended is made now; one another
+    # worker holds is tried again later (returned as failed).
+    recorded = [a for a, raw in zip(ids, raws, strict=True) if raw is None]
+    failed: list[ResultRef] = [group[a] for a in handlers.redelivered(ctx, job_id, recorded)]
+    outcomes: dict[str, Outcome] = {}
+    keep: list[int] = []
+    for i, (api_id, raw) in enumerate(zip(ids, raws, strict=True)):
+        if raw is None:
+            continue
+        try:
+            line = orjson.loads(unpack(raw))
+            outcomes[api_id] = classify_result(line.get("result"))
+        except Exception as exc:
+            _note_failure(job_id, [group[api_id]], exc)
+            failed.append(group[api_id])
+            continue
+        keep.append(i)
+    if outcomes:
+        reads = [
+            canceled,
+            [retried[i] for i in keep],
+            [originals[i] for i in keep],
+            [blobs[i] for i in keep],
+        ]
+        batch_id = group[ids[keep[0]]][2]
+        record_outcomes(ctx, job_id, number, outcomes, batch_id=batch_id, reads=reads)
+    return failed
+
+
 def _queue_reads(pipe: Any, keys: JobKeys, ids: list[str]) -> None:
     pipe.hget(keys.job, "cancel_requested")
     pipe.hmget(keys.retries, ids)
@@ -305,9 +394,11 @@ def record_outcomes(
         )
     fin = ctx.store.finish(job_id, number, items)
     fresh = {a: r for a, r in records.items() if a in fin.fresh}
+    level = logging.INFO if ctx.settings.result_logs else logging.DEBUG
     for rec in fresh.values():
         logs.event(
             f"request.{rec['state']}",
+            level,
             job_id=job_id,
             batch_id=batch_id,
             custom_id=rec["custom_id"],
@@ -328,10 +419,18 @@ def record_outcomes(
         remember(ctx, opts.cache_scope, fresh, params_keys)
         finish_followers(ctx, job_id, fresh)
     if fresh and (opts.handler or ctx.settings.result_handler):
-        handlers.run_handlers(ctx, job_id, [(rec["custom_id"], rec) for rec in fresh.values()])
+        _run_handlers(ctx, job_id, fresh)
     if fresh:
         progress(ctx, job_id)
     after(ctx, job_id, number, fin)
+
+
+def _run_handlers(ctx: Context, job_id: str, fresh: dict[str, dict[str, Any]]) -> None:
+    """The job's in-process handler (batchline.handlers), once per group, for the records
+    this group newly recorded."""
+    from batchline.handlers import run_handlers
+
+    run_handlers(ctx, job_id, [(rec["custom_id"], rec) for rec in fresh.values()])
 
 
 def remember(
