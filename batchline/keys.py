@@ -222,6 +222,16 @@ class FleetKeys:
         return f"{self.prefix}:adm:held"
 
     @property
+    def admission_sizes(self) -> str:
+        """Hash: chunk ref -> its requests, for each chunk waiting for room."""
+        return f"{self.prefix}:adm:sizes"
+
+    @property
+    def admission_parked(self) -> str:
+        """Set: chunk refs whose create found no room; sent again when room is made."""
+        return f"{self.prefix}:adm:parked"
+
+    @property
     def stats(self) -> str:
         """Hash: fleet counters for metrics (API calls, 429s, results processed)."""
         return f"{self.prefix}:stats"

@@ -79,6 +79,8 @@ class HookSets(NamedTuple):
 class AdmissionKeys(NamedTuple):
     waiting: str  # list: chunk refs waiting for room, in order
     held: str  # hash: chunk ref -> requests it holds in the processing queue
+    sizes: str  # hash: chunk ref -> its requests, for each chunk in line
+    parked: str  # set: chunk refs whose create found no room (sent again when there is)
 
 
 # Create a job record if the id is new; otherwise report the existing state and fingerprint.
@@ -313,18 +315,29 @@ class PauseArgs(NamedTuple):
 PAUSE = Script("pause", PauseKey, PauseArgs)
 
 
-# Admission control: a chunk may be created when it is first in line and its requests fit
-# under the cap. Returns 1 when admitted.
+# Admission control: a chunk may be created when it and every chunk ahead of it in line fit
+# under the cap. Returns [1, woken...] when admitted (woken: parked chunks behind it that fit
+# as well, to be sent now), [0] when not (the chunk is parked).
 class AdmitArgs(NamedTuple):
     ref: str
     requests: int
     cap: int
 
 
-ADMIT = Script("admit", AdmissionKeys, AdmitArgs)
+ADMIT = Script("admit", AdmissionKeys, AdmitArgs, prelude="admission_lib")
+
+
+# A chunk left the processing queue (or the line): the parked chunks that now fit, in order,
+# are returned to be sent now.
+class AdmitReleaseArgs(NamedTuple):
+    ref: str
+    cap: int
+
+
+ADMIT_RELEASE = Script("admit_release", AdmissionKeys, AdmitReleaseArgs, prelude="admission_lib")
 
 # Put chunks in line for admission, each once (a redelivered submit may enqueue again).
-# `rest`: chunk refs in order.
+# `rest`: (chunk ref, requests) pairs in order.
 ENQUEUE = Script("enqueue", AdmissionKeys, NoArgs)
 
 # Claim hook marks: a mark moves from pending to sending (stamped now) for exactly one
@@ -400,6 +413,7 @@ SCRIPTS: dict[str, Script[Any, Any]] = {
         ACQUIRE,
         PAUSE,
         ADMIT,
+        ADMIT_RELEASE,
         ENQUEUE,
         CLAIM_HOOKS,
         STALE_HOOKS,

@@ -55,7 +55,7 @@ class Context:
     _client: anthropic.Anthropic | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.limiter = Limiter(self.store)
+        self.limiter = Limiter(self.store, self.dispatch.send)
 
     @property
     def client(self) -> anthropic.Anthropic:

@@ -53,7 +53,10 @@ from batchline.wire import ErrorInfo
 if TYPE_CHECKING:
     from anthropic.types.messages import MessageBatch
 
-ADMISSION_WAIT_S = 5.0
+# A chunk refused admission is parked: the release or admission that makes room for it sends
+# its create again at once. This later try is only a safety net (a worker that died between
+# making room and sending).
+ADMISSION_WAIT_S = 30.0
 LEASE_WAIT_S = 2.0
 READ_SLICE = 500
 # Without a Date header in the `list` answer, the API's clock is assumed within this of Redis's.
@@ -546,6 +549,8 @@ def split_chunk(ctx: Context, chunk: Chunk, reason: str) -> None:
         requests=chunk.count,
         reason=reason,
     )
-    ctx.limiter.enqueue([f"{job_id}:{n}" for n in numbers])
+    ctx.limiter.enqueue(
+        (f"{job_id}:{n}", len(part_ids)) for n, (part_ids, _, _) in zip(numbers, parts, strict=True)
+    )
     for n in numbers:
         ctx.dispatch.send(TaskName.CREATE_BATCH, (job_id, n))

@@ -124,6 +124,6 @@ def _make_chunk(ctx: Context, job_id: str) -> bool:
     logs.event(
         "chunk.retry_made", job_id=job_id, chunk=number, requests=taken, attempt=int(attempt)
     )
-    ctx.limiter.enqueue([f"{job_id}:{number}"])
+    ctx.limiter.enqueue([(f"{job_id}:{number}", taken)])
     ctx.dispatch.send(TaskName.CREATE_BATCH, (job_id, number))
     return True

@@ -112,15 +112,19 @@ def _existing(ctx: Context, job_id: str) -> SubmitResult:
     store = ctx.store
     f = store.job_fields(job_id)
     if f.get("state") in ("pending", "running", "canceling") and not f.get("started"):
-        _start(ctx, job_id, [c.number for c in store.chunks(job_id) if c.state == "pending"])
+        _start(
+            ctx, job_id, {c.number: c.count for c in store.chunks(job_id) if c.state == "pending"}
+        )
     return SubmitResult(
         job_id=job_id, accepted=int(f.get("accepted", 0)), rejected=[], existing=True
     )
 
 
-def _start(ctx: Context, job_id: str, numbers: list[int]) -> None:
-    """Queue the creates of a stored job's chunks, then note that they were queued."""
-    ctx.limiter.enqueue([f"{job_id}:{n}" for n in numbers])
+def _start(ctx: Context, job_id: str, sizes: dict[int, int]) -> None:
+    """Queue the creates of a stored job's chunks (number -> requests, in order), then note
+    that they were queued."""
+    numbers = list(sizes)
+    ctx.limiter.enqueue((f"{job_id}:{n}", count) for n, count in sizes.items())
     for n in numbers:
         ctx.dispatch.send(TaskName.CREATE_BATCH, (job_id, n))
     if not numbers:  # nothing to send: every request rejected or from the cache
@@ -247,7 +251,7 @@ def _ingest(
     )
     if result.hook_marks:
         deliver_hooks(ctx, job_id, result.hook_marks)
-    _start(ctx, job_id, ingest.chunk_numbers)
+    _start(ctx, job_id, {n: ingest.chunk_sizes[n][0] for n in ingest.chunk_numbers})
     return SubmitResult(
         job_id=job_id,
         accepted=result.accepted,
