@@ -152,28 +152,53 @@ def run(
     topology: str = "split",
 ) -> dict[str, Any]:
     """One job of `job.count` requests through Batchline; numbers of every stage."""
+    return run_each(workdir, job, workers, (handler,), timeout_s, topology)[handler]
+
+
+def run_each(
+    workdir: Path,
+    job: Job,
+    workers: int,
+    handler_runs: tuple[str, ...],
+    timeout_s: float | None = None,
+    topology: str = "split",
+) -> dict[str, dict[str, Any]]:
+    """The job once per handler (noop, io: the hook, inprocess), one after the other on one
+    stack (its start-up paid once); each job's numbers are its own (job ids, counters and
+    samplers apart). The hooks worker, when a run needs it, is there for every run. A job
+    after the first finds the workers warm (the first fan-out on fresh workers takes seconds
+    longer), so the harness gives each measured run its own stack."""
     timeout_s = timeout_s or max(600.0, job.count / 20)
     with stack(workdir) as st:
         start_batchline(st, workers, topology, wait=False)
-        options: dict[str, Any] = {}
-        counter: Counter | None = None
-        if handler == "inprocess":
-            options = {HANDLER_OPTION: handlers.SLEEP10}
-            counter = handlers.INPROCESS_COUNTER
-        elif handler != "noop":
+        if "io" in handler_runs:
             st.worker(
                 name="hooks",
                 concurrency=HOOK_THREADS,
                 app="bench.hookapp",
                 queues=[hookapp.QUEUE],
                 extra=("--pool", "threads"),
-                env={"BENCH_HOOK_BROKER_URL": st.redis.url, "BENCH_HANDLER": handler},
+                env={"BENCH_HOOK_BROKER_URL": st.redis.url, "BENCH_HANDLER": "io"},
                 wait=False,
             )
-            options = {"on_result": hookapp.TASK, "hook_queue": hookapp.QUEUE}
-            counter = hookapp.COUNTER
         st.ready()
-        return {"topology": topology, **_measure(st, job, handler, options, counter, timeout_s)}
+        out = {}
+        for handler in handler_runs:
+            options: dict[str, Any] = {}
+            counter: Counter | None = None
+            if handler == "inprocess":
+                options = {HANDLER_OPTION: handlers.SLEEP10}
+                counter = handlers.INPROCESS_COUNTER
+            elif handler == "io":
+                options = {"on_result": hookapp.TASK, "hook_queue": hookapp.QUEUE}
+                counter = hookapp.COUNTER
+            elif handler != "noop":
+                raise ValueError(f"unknown handler run {handler!r}")
+            out[handler] = {
+                "topology": topology,
+                **_measure(st, job, handler, options, counter, timeout_s),
+            }
+        return out
 
 
 def _measure(
@@ -257,10 +282,11 @@ def _measure(
     results_stored = sum(1 for _ in r.scan_iter("celery-task-meta-*", count=1000))
     events = delta("publish") - results_stored
     out["celery_messages"] = {
-        "method": "Redis INFO commandstats delta over the run. LPUSH: a task message "
-        "published to a queue (Batchline's own code never LPUSHes). PUBLISH: a Celery event "
-        "(task-sent, -received, -started, -succeeded on the celeryev fanout) or a result "
-        "backend notification; the latter are counted as celery-task-meta-* keys left in "
+        "method": "Redis INFO commandstats delta over the run. LPUSH: a push of task "
+        "messages onto a queue (one message from Celery's send_task, one or many from "
+        "Batchline's pipelined pushes: a count of commands, not of messages). PUBLISH: a "
+        "Celery event (task-sent, -received, -started, -succeeded on the celeryev fanout) or "
+        "a result backend notification; the latter are counted as celery-task-meta-* keys left in "
         "Redis and subtracted",
         "task_messages": delta("lpush"),
         "event_messages": events,

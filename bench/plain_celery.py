@@ -84,7 +84,6 @@ def run(
         raise ValueError("the tuned baseline has no result backend")
     timeout_s = timeout_s or max(600.0, job.count / 20)
     with stack(workdir) as st:
-        results_url = _create_batch(st.emulator.base_url, job)
         env = {"BENCH_PLAIN_BROKER_URL": st.redis.url, "BENCH_HANDLER": "noop"}
         if result_backend:
             env["BENCH_PLAIN_BACKEND_URL"] = st.redis.url
@@ -101,11 +100,15 @@ def run(
                 )
                 for i in range(workers)
             ]
-            st.ready()
         else:
             started_workers = [
-                st.worker(name="plain", concurrency=workers, app="bench.plain_app", env=env)
+                st.worker(
+                    name="plain", concurrency=workers, app="bench.plain_app", env=env, wait=False
+                )
             ]
+        # The workers start while the batch is made (it is not timed)
+        results_url = _create_batch(st.emulator.base_url, job)
+        st.ready()
         r = st.r()
         before = st.commandstats()
         rss = RssSampler(started_workers, st.servers())

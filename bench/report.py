@@ -359,7 +359,8 @@ def _cpu(cpu: dict[str, Any] | None) -> str:
 
 def _messages(cm: dict[str, Any]) -> str:
     return (
-        f"{cm['task_messages_per_request']:.2f} task + {cm['event_messages_per_request']:.2f} "
+        f"{cm['task_messages_per_request']:.2f} task pushes (LPUSH) + "
+        f"{cm['event_messages_per_request']:.2f} "
         f"event messages; {cm['results_stored_per_request']:.2f} task results stored "
         f"(total {cm['total_per_request']:.2f} publishes)"
     )
@@ -524,7 +525,9 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"{rc['us_per_result']:g} µs; {rc['results_per_s_per_core']:,}",
                 )
             )
-        out.append((sec, "Celery messages per request", _messages(bl["celery_messages"])))
+        out.append(
+            (sec, "Celery messages and pushes per request", _messages(bl["celery_messages"]))
+        )
         cm = bl["celery_messages"]
         out.append(
             (
@@ -557,7 +560,7 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                     _mb(p["peak_rss_bytes"]),
                 )
             )
-        out.append((sec, "Celery messages per request", _messages(b["celery_messages"])))
+        out.append((sec, "Celery messages and pushes per request", _messages(b["celery_messages"])))
         out.append((sec, "CPU ms per request, whole run", _cpu(b.get("cpu"))))
     pol = s.get("polling")
     if pol:

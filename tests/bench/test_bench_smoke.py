@@ -104,7 +104,8 @@ def check_batchline(bl: dict[str, Any], n: int) -> None:
     assert _number(bl["redis_cpu"]["us_per_result"])
     assert bl["worker_memory"]["peak_rss_bytes"] > 0
     assert all(p["peak_rss_bytes"] > 0 for p in bl["worker_memory"]["processes"])
-    assert bl["celery_messages"]["task_messages_per_request"] >= 1
+    # Task messages were pushed (LPUSH commands; one may carry many messages)
+    assert bl["celery_messages"]["task_messages_per_request"] > 0
     assert bl["api_calls"]["per_batch"]["create"] == 1
 
 
