@@ -154,12 +154,17 @@ class ResultGroup(Batches):
 
     def Strategy(self, task: Any, app: Any, consumer: Any) -> Callable[..., None]:
         handle = super().Strategy(task, app, consumer)
+        self._consumer = consumer
 
-        def handler(*args: Any, **kwargs: Any) -> None:
-            handle(*args, **kwargs)
+        def handler(message: Any, *args: Any, **kwargs: Any) -> None:
+            qos = getattr(consumer, "qos", None)
+            if qos is not None and (message.headers or {}).get("eta"):
+                # A countdown waits in the buffer without using up the prefetch (as
+                # Celery's own strategy does); given back when its group runs.
+                qos.increment_eventually()
+            handle(message, *args, **kwargs)
             # Never wait on a group the prefetch cannot fill: flush when the buffer holds
             # every message the broker will hand over before something is acknowledged.
-            qos = getattr(consumer, "qos", None)
             limit = int(qos.value) if qos is not None else 0
             if limit and 0 < limit < self.flush_every and self._buffer.qsize() >= limit:
                 self._do_flush()
@@ -170,6 +175,11 @@ class ResultGroup(Batches):
         """Run the group; acknowledge each message once its result is recorded or a fresh
         message for it is queued. A group that could not secure a message hands it back."""
         simple = [SimpleRequest.from_request(r) for r in requests]
+        qos = getattr(getattr(self, "_consumer", None), "qos", None)
+        if qos is not None:
+            for r in requests:
+                if r.eta:
+                    qos.decrement_eventually()
         started = time.monotonic()
 
         def on_return(unsettled: Any) -> None:
