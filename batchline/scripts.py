@@ -340,6 +340,16 @@ ADMIT_RELEASE = Script("admit_release", AdmissionKeys, AdmitReleaseArgs, prelude
 # `rest`: (chunk ref, requests) pairs in order.
 ENQUEUE = Script("enqueue", AdmissionKeys, NoArgs)
 
+
+# Store an ingest flush's requests, each once. `rest`: (api_id, blob, custom_id or "") triples
+# ("" when the api id is the user's own). Returns 1 per request stored, 0 per repeat.
+class StoreRequestsKeys(NamedTuple):
+    requests: str  # hash: api custom_id -> stored request
+    original_ids: str  # hash: api custom_id -> the user's custom_id, when they differ
+
+
+STORE_REQUESTS = Script("store_requests", StoreRequestsKeys, NoArgs)
+
 # Claim hook marks: a mark moves from pending to sending (stamped now) for exactly one
 # caller. `rest`: the marks. Returns the claimed marks.
 CLAIM_HOOKS = Script("claim_hooks", HookSets, NowArg)
@@ -415,6 +425,7 @@ SCRIPTS: dict[str, Script[Any, Any]] = {
         ADMIT,
         ADMIT_RELEASE,
         ENQUEUE,
+        STORE_REQUESTS,
         CLAIM_HOOKS,
         STALE_HOOKS,
         CLAIM_HANDLERS,

@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import re
 import uuid
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from batchline.pipeline.terminal import deliver_hooks
 from batchline.sources import (
     Item,
     UploadStream,
+    decompress,
     fingerprint_objects,
     iter_objects,
     resolve_source,
@@ -77,7 +77,7 @@ class Input:
             r = self.ctx.store.r
             for start in range(0, int(r.llen(self.upload)), DIGEST_SEGMENTS):
                 for segment in r.lrange(self.upload, start, start + DIGEST_SEGMENTS - 1):
-                    sha.update(zlib.decompress(segment))
+                    sha.update(decompress(segment))
         return sha.hexdigest()
 
     def stored_bytes(self) -> int:
