@@ -33,5 +33,5 @@ def record_and_note(ctx: Any, job_id: str, number: Any, outcomes: Any, **kw: Any
     _record(ctx, job_id, number, outcomes, **kw)
 
 
-results.unpack = unpack_once_failing
+results.unpack = unpack_once_failing  # type: ignore[assignment]
 results.record_outcomes = record_and_note  # type: ignore[assignment]
