@@ -213,13 +213,9 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 work / "batchline", main_job, args.workers, topology=args.topology
             )
         if step("sequential", "the SDK alone, no-op handler; again keeping each result in Redis"):
-            seq = sequential.run_in_process(
-                work / "sequential", main_job.path, "noop", poll_interval_s
+            sections["sequential"] = sequential.run_in_process(
+                work / "sequential", main_job.path, "noop", poll_interval_s, also_keeping=True
             )
-            seq["keeps_results"] = sequential.run_in_process(
-                work / "sequential-keep", main_job.path, "noop", poll_interval_s, keep_results=True
-            )
-            sections["sequential"] = seq
         if step("plain_celery", "one apply_async per result: Celery defaults, then tuned"):
             sections["plain_celery"] = {
                 "defaults": plain_celery.run(

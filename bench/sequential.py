@@ -6,8 +6,10 @@ own process so its peak memory is its own:
 
     python -m bench.sequential --job job.jsonl --base-url http://127.0.0.1:PORT --handler io
 
-With --keep-redis URL it also writes one record per result to Redis (a SET of the result's
-JSON under its custom_id): what a script that keeps its results must do.
+With --keep-redis URL it runs the job a second time (a batch of its own), writing one
+record per result to Redis (a SET of the result's JSON under its custom_id): what a script
+that keeps its results must do. Each run prints one JSON line; --watch NAME=PID attributes
+the CPU of another process (the emulator, that Redis) to each run.
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ def run(
     poll_interval_s: float,
     limit: int | None = None,
     keep_redis: str | None = None,
+    watch: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     handle = HANDLERS[handler]
     keep = redis.Redis.from_url(keep_redis) if keep_redis else None
+    watch = watch or {}
+    watched_before = {name: _cpu_s(pid) for name, pid in watch.items()}
     at_start = resource.getrusage(resource.RUSAGE_SELF)  # imports are not the run's CPU
     client = anthropic.Anthropic(base_url=base_url, api_key=API_KEY, max_retries=2, timeout=600)
     t0 = time.time()
@@ -75,11 +80,13 @@ def run(
             handled += 1
     t_done = time.time()
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    script_cpu_s = usage.ru_utime + usage.ru_stime - at_start.ru_utime - at_start.ru_stime
+    watched = {f"{name}_cpu_s": _cpu_s(pid) - watched_before[name] for name, pid in watch.items()}
     return {
         "requests": count,
         "handled": handled,
         "handler": handler,
-        "keeps_results": "redis" if keep is not None else None,
+        "kept_in": "redis" if keep is not None else None,
         "batches": len(batch_ids),
         "started_at": t0,
         "read_s": t_read - t0,
@@ -88,9 +95,10 @@ def run(
         "results_s": t_done - t_ended,
         "total_s": t_done - t0,
         "peak_rss_bytes": usage.ru_maxrss * 1024,
-        "script_cpu_s": round(
-            usage.ru_utime + usage.ru_stime - at_start.ru_utime - at_start.ru_stime, 3
-        ),
+        "script_cpu_s": round(script_cpu_s, 3),
+        **{k: round(v, 3) for k, v in watched.items()},
+        # CPU of the whole run: the script and the processes it talks to
+        "cpu_s": round(script_cpu_s + sum(watched.values()), 3),
     }
 
 
@@ -105,42 +113,38 @@ def run_in_process(
     handler: str,
     poll_interval_s: float,
     limit: int | None = None,
-    keep_results: bool = False,
+    also_keeping: bool = False,
 ) -> dict[str, Any]:
-    """Start a private emulator (and Redis, to keep the results in) and run the script
-    against it in a child process."""
+    """Start a private emulator and run the script against it in a child process; with
+    also_keeping, the child runs the job again keeping each result in a private Redis
+    (under `keeps_results`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     emu = Emulator(workdir, "--processing-seconds", "0").start()
-    server = RedisServer(workdir / "redis").start() if keep_results else None
+    server = RedisServer(workdir / "redis").start() if also_keeping else None
     try:
+        assert emu.proc is not None
         cmd = [
             sys.executable, "-m", "bench.sequential", "--job", str(job),
             "--base-url", emu.base_url, "--handler", handler,
-            "--poll-interval-s", str(poll_interval_s),
+            "--poll-interval-s", str(poll_interval_s), "--watch", f"emulator={emu.proc.pid}",
         ]  # fmt: skip
         if limit is not None:
             cmd += ["--limit", str(limit)]
         if server is not None:
-            cmd += ["--keep-redis", server.url]
-        servers = {"emulator": emu.proc, "redis": server.proc if server else None}
-        cpu_before = {k: _cpu_s(p.pid) for k, p in servers.items() if p is not None}
+            assert server.proc is not None
+            cmd += ["--keep-redis", server.url, "--watch", f"redis={server.proc.pid}"]
         done = subprocess.run(
             cmd, cwd=PROJECT_ROOT, capture_output=True, check=False, env={**os.environ}
         )
         if done.returncode != 0:
             raise RuntimeError(f"the sequential script failed:\n{done.stderr.decode()[-3000:]}")
-        out: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
-        for name, proc in servers.items():
-            if proc is not None:
-                out[f"{name}_cpu_s"] = round(_cpu_s(proc.pid) - cpu_before[name], 3)
-        # CPU of the whole run: the script, the emulator, and the Redis it keeps results in
-        out["cpu_s"] = round(
-            out["script_cpu_s"] + sum(out.get(f"{k}_cpu_s", 0.0) for k in servers), 3
-        )
+        runs: list[dict[str, Any]] = [orjson.loads(line) for line in done.stdout.splitlines()]
+        out = runs[0]
         stats = emu.stats()
-        out["api_calls"] = {k: v for k, v in stats["calls"].items() if v}
+        out["api_calls"] = {k: v for k, v in stats["calls"].items() if v}  # of every run
         if server is not None:
-            out["records_kept"] = sum(
+            out["keeps_results"] = runs[1]
+            out["keeps_results"]["records_kept"] = sum(
                 1 for _ in server.client().scan_iter(KEEP_PREFIX + "*", count=1000)
             )
         return out
@@ -157,12 +161,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--handler", choices=sorted(HANDLERS), default="noop")
     parser.add_argument("--poll-interval-s", type=float, default=0.5)
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--keep-redis", default=None, help="write each result to this Redis")
-    args = parser.parse_args(argv)
-    out = run(
-        args.job, args.base_url, args.handler, args.poll_interval_s, args.limit, args.keep_redis
+    parser.add_argument(
+        "--keep-redis", default=None, help="then run again, writing each result to this Redis"
     )
-    sys.stdout.write(orjson.dumps(out).decode() + "\n")
+    parser.add_argument("--watch", action="append", default=[], metavar="NAME=PID")
+    args = parser.parse_args(argv)
+    watch = {name: int(pid) for name, _, pid in (w.partition("=") for w in args.watch)}
+    keeps = [None, args.keep_redis] if args.keep_redis else [None]
+    for keep in keeps:
+        # the Redis a run does not write to is not its CPU
+        watched = {k: v for k, v in watch.items() if keep or k != "redis"}
+        out = run(
+            args.job, args.base_url, args.handler, args.poll_interval_s, args.limit, keep, watched
+        )
+        sys.stdout.write(orjson.dumps(out).decode() + "\n")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":
