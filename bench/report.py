@@ -140,18 +140,18 @@ def notes(s: dict[str, Any]) -> list[str]:
             for key in ("tuned", "defaults")
             if (ms := _get(s, "plain_celery", key, "cpu", "ms_per_request", "plain"))
         ]
-        cost = (
-            f" (plain Celery {message_us[0][0]}: {message_us[0][1]:.0f} µs of worker CPU per "
-            "message)"
-            if message_us
-            else ""
-        )
+        against = ""
+        if message_us:
+            key, us_msg = message_us[0]
+            against = (
+                f", {'less than' if script_cpu_us < us_msg else 'against'} the "
+                f"{us_msg:.0f} µs of worker CPU one message costs plain Celery ({key})"
+            )
         out.append(
-            f"Why end to end stays below 1x: the script spends about {script_cpu_us:.0f} µs of "
-            f"CPU per request in all (its process from the file read on, and the emulator), "
-            f"less than one Celery message costs{cost}; Batchline gives every custom_id a "
-            f"message of its own, so with a no-op handler it runs at {seq / bl:.2f}x the "
-            "script's speed."
+            f"End to end with a no-op handler: the script spends about {script_cpu_us:.0f} µs "
+            f"of CPU per request in all (its process from the file read on, and the "
+            f"emulator){against}; Batchline gives every custom_id a message of its own, so "
+            f"it runs at {seq / bl:.2f}x the script's speed."
         )
     us = _get(s, "batchline", "redis_cpu", "us_per_result")
     per_core = _get(s, "batchline", "redis_cpu", "results_per_s_per_core")
@@ -408,25 +408,7 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
         out.append((sec, "peak RSS of the script", _mb(seq["peak_rss_bytes"])))
-    plain = s.get("plain_celery")
-    if plain:
-        sec = "Plain Celery fan-out (one apply_async per result)"
-        for key, p in plain.items():
-            out.append(
-                (
-                    sec,
-                    p["settings"],
-                    f"{p['seconds']:.2f} s  ({p['requests_per_s']:,.0f} req/s); "
-                    f"{p['task_messages_per_request']:.2f} task + "
-                    f"{p['event_messages_per_request']:.2f} other msgs/request"
-                    + (f"; {p['result_keys']:,} result keys" if p["result_keys"] else "")
-                    + f"; CPU ms/request: {_cpu(p.get('cpu'))}",
-                )
-            )
-            del key
-    if seq:
         keep = seq.get("keeps_results")
-        sec = "Sequential SDK script, no-op handler"
         if keep:
             out.append(
                 (
@@ -459,6 +441,22 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                     ),
                 )
             )
+    plain = s.get("plain_celery")
+    if plain:
+        sec = "Plain Celery fan-out (one apply_async per result)"
+        for key, p in plain.items():
+            out.append(
+                (
+                    sec,
+                    p["settings"],
+                    f"{p['seconds']:.2f} s  ({p['requests_per_s']:,.0f} req/s); "
+                    f"{p['task_messages_per_request']:.2f} task + "
+                    f"{p['event_messages_per_request']:.2f} other msgs/request"
+                    + (f"; {p['result_keys']:,} result keys" if p["result_keys"] else "")
+                    + f"; CPU ms/request: {_cpu(p.get('cpu'))}",
+                )
+            )
+            del key
     io = s.get("io")
     if io:
         q = io.get("sequential")
