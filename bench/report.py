@@ -100,8 +100,9 @@ def break_even_ms(s: dict[str, Any], script: tuple[str, ...] = ("sequential",)) 
 
     The script calls the handler in series: its time grows by the handler time h for every
     result. Batchline's handler waits overlap (threads on the results workers), so its time
-    stays near its no-op time while h is small. Even at h = (Batchline s - script s) /
-    results, from the no-op runs of the same job; 0 when Batchline is ahead already."""
+    stays near its no-op time while h is small. They break even at
+    h = (Batchline s - script s) / results, from the no-op runs of the same job; 0 when
+    Batchline is ahead already."""
     bl = _get(s, "batchline", "end_to_end", "seconds")
     seq = _get(s, *script, "total_s")
     n = _get(s, "batchline", "requests")
@@ -122,8 +123,9 @@ def notes(s: dict[str, Any]) -> list[str]:
             f"Break-even handler time: the script handles one result after another, so a "
             f"handler of h ms adds h ms per result to its {seq:.2f} s; Batchline's handler "
             f"waits overlap in threads on the results workers, so its {bl:.2f} s stays about "
-            f"the same while the waits overlap. Even at h = ({bl:.2f} s - {seq:.2f} s) / "
-            f"{n:,} results = {even:.3f} ms per result; above it Batchline finishes first."
+            f"the same while the waits overlap. The two break even at "
+            f"h = ({bl:.2f} s - {seq:.2f} s) / {n:,} results = {even:.3f} ms per result; "
+            f"above it Batchline finishes first."
         )
         keep_even = break_even_ms(s, ("sequential", "keeps_results"))
         keep_s = _get(s, "sequential", "keeps_results", "total_s")
