@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +150,14 @@ class RedisServer(Proc):
         appendonly: bool = False,
         password: str | None = None,
         port: int | None = None,
+        extra_args: Sequence[str] = (),
     ):
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.appendonly = appendonly
         self.password = password
+        self.extra_args = list(extra_args)  # more redis-server options (a replica's, say)
         self.log = workdir / "redis-stdout.log"
 
     @property
@@ -191,7 +193,7 @@ class RedisServer(Proc):
         ]
         if self.password:
             cmd += ["--requirepass", self.password]
-        self._spawn(cmd)
+        self._spawn(cmd + self.extra_args)
         wait_for(lambda: self.client(socket_timeout=1).ping(), 60, what=f"redis on {self.port}")
         return self
 

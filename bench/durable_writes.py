@@ -54,11 +54,9 @@ class ReplicaServer(RedisServer):
     """A private redis-server replicating `primary`, with its own append-only file."""
 
     def __init__(self, workdir: Path, primary: RedisServer):
-        super().__init__(workdir, appendonly=True)
+        replica_args = ["--replicaof", "127.0.0.1", str(primary.port)]
+        super().__init__(workdir, appendonly=True, extra_args=replica_args)
         self.primary = primary
-
-    def _spawn(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
-        super()._spawn([*cmd, "--replicaof", "127.0.0.1", str(self.primary.port)], env)
 
 
 class QuietDispatcher:

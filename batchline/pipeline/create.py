@@ -472,7 +472,7 @@ def record_created(ctx: Context, chunk: Chunk, batch: MessageBatch, *, reconcile
         ctx.dispatch.send(TaskName.CANCEL_BATCH, (job_id, chunk.number, batch.id))
         return
     if verdict != "adopted":
-        if verdict not in ("same",):
+        if verdict != "same":
             logs.warning(
                 "batch.claimed_elsewhere",
                 job_id=job_id,

@@ -12,7 +12,7 @@ import orjson
 import redis
 
 from batchline.devstack import BIN, RedisServer, free_port, wait_for
-from tests.support.procs import API_KEY
+from tests.support.procs import API_KEY, as_deployed
 
 PASSWORD = "doctor-pass-8d2f"
 
@@ -173,7 +173,7 @@ def test_a_dead_worker_and_blocked_batches_are_named_with_what_comes_next(
 ) -> None:
     # Given a worker holding a job's next poll (a countdown) when it is killed, beat not
     # running (so nothing recovers it yet), and a job with a batch blocked for each reason
-    st = stack_factory(visibility_timeout_s=3600)
+    st = stack_factory(**as_deployed("visibility_timeout_s"))
     doomed = st.worker(queues=["api"], name="doomed", hostname="dochost")
     st.client.app.send_task(
         "batchline.poll_batch", args=("job_waits", 2, "msgbatch_w", 1), countdown=600

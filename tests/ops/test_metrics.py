@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from batchline.devstack import BIN, free_port, wait_for
 from tests.ops.support import MetricsExporter, get, stop_all
 from tests.support.jobs import DEFAULTS, prompts
+from tests.support.procs import as_deployed
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -128,7 +129,7 @@ def test_a_dead_worker_and_blocked_chunks_show_what_waits_and_until_when(
 
     # Given a worker holding a job's next poll when it is killed (no beat: nothing recovers
     # it), a job with a chunk blocked for each reason, and the exporter
-    st = stack_factory(visibility_timeout_s=3600)
+    st = stack_factory(**as_deployed("visibility_timeout_s"))
     doomed = st.worker(queues=["api"], name="doomed")
     st.client.app.send_task(
         "batchline.poll_batch", args=("job_waits", 2, "msgbatch_w", 1), countdown=600

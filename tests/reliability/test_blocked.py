@@ -10,15 +10,10 @@ from typing import Any
 from batchline.devstack import BIN
 from batchline.emulator.wire import key_id
 from batchline.events import EventKeys, job_events
-from tests.support.jobs import DEFAULTS, check_records, prompts
+from tests.support.jobs import DEFAULTS, check_records, chunk_field, prompts
 from tests.support.procs import API_KEY, wait_for
 
 STAGING_KEY = "sk-test-staging-workspace-1122334455"
-
-
-def chunk_field(st: Any, job_id: str, name: str, chunk: int = 0) -> str:
-    raw = st.redis.client().hget(f"bl:job:{job_id}:c:{chunk}", name)
-    return raw.decode() if raw else ""
 
 
 def polled(st: Any, job_id: str, chunks: int) -> bool:

@@ -22,8 +22,9 @@ from batchline import lease as leases
 from batchline.devstack import RESULTS_WORKER_ARGS, RESULTS_WORKER_ENV
 from batchline.liveness import LivenessKeys, read_reports, waits
 from batchline.settings import Settings
-from tests.support.jobs import DEFAULTS, check_records, prompts
-from tests.support.procs import Worker, wait_for
+from tests.support.jobs import check_records, chunk_field, prompts
+from tests.support.jobs import submit_with_hooks as submit
+from tests.support.procs import Worker, as_deployed, wait_for
 
 # Shortened, and only these: the recovery pass runs every 2 s instead of 15 s, so what is
 # measured is the death detection (worker_dead_after_s, default 20 s) and not beat's period.
@@ -34,8 +35,7 @@ from tests.support.procs import Worker, wait_for
 # loaded machine either, and the poll test checks that it did not.
 RECOVERY = {"recovery_interval_s": 2}
 DEFAULTS_BACK = {  # FAST shortens these
-    "visibility_timeout_s": 3600,
-    "lease_s": 60,
+    **as_deployed("visibility_timeout_s", "lease_s"),
     "stall_after_s": Settings().stall_s,
 }
 SETTINGS = Settings(**RECOVERY)  # as the workers run
@@ -50,21 +50,13 @@ COMPLETE_BOUND_S = 240
 def start(stack_factory: Any, *emulator_args: str, **settings: Any) -> Any:
     """A stack with default visibility timeout, lease and stall settings, beat and hooks."""
     st = stack_factory(*emulator_args, **{**DEFAULTS_BACK, **RECOVERY, **settings})
+    # The workers run with the broker's visibility timeout a user has (an hour), so only the
+    # recovery pass can bring back what a dead worker held within these tests' bounds.
+    deployed = as_deployed("visibility_timeout_s")["visibility_timeout_s"]
+    assert float(st.env["BATCHLINE_VISIBILITY_TIMEOUT_S"]) == deployed == 3600
     st.start_hooks()
     st.start_beat()
     return st
-
-
-def submit(st: Any, reqs: list[dict[str, Any]]) -> str:
-    sub = st.client.submit(
-        reqs, defaults=DEFAULTS, on_result="hookapp.on_result", hook_queue="hooks"
-    )
-    return str(sub["job_id"])
-
-
-def chunk_field(st: Any, job_id: str, field: str, chunk: int = 0) -> str:
-    raw = st.redis.client().hget(f"bl:job:{job_id}:c:{chunk}", field)
-    return raw.decode() if raw else ""
 
 
 def recovery_stats(st: Any) -> Counter[str]:

@@ -14,7 +14,7 @@ import orjson
 
 from batchline.devstack import BIN
 from batchline.emulator.results import block_order
-from tests.support.jobs import DEFAULTS, check_records, prompts
+from tests.support.jobs import DEFAULTS, check_records, chunk_field, prompts
 from tests.support.procs import free_port, wait_for
 
 # A fan-out run that dies right after publishing its second slice of results: a worker
@@ -36,11 +36,6 @@ results._publish = publish_then_die
 job_id, number, batch_id = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 results.fan_out_results(context(), job_id, number, batch_id)
 """
-
-
-def chunk_field(st: Any, job_id: str, name: str, chunk: int = 0) -> str:
-    raw = st.redis.client().hget(f"bl:job:{job_id}:c:{chunk}", name)
-    return raw.decode() if raw else ""
 
 
 def a_seed_that_hides_a_block() -> int:

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from batchline.devstack import RESULTS_WORKER_ARGS, RESULTS_WORKER_ENV
-from tests.support.jobs import DEFAULTS, check_records, prompts
+from tests.support.jobs import DEFAULTS, check_records, chunk_field, prompts
+from tests.support.jobs import submit_with_hooks as submit
 from tests.support.procs import Worker, wait_for, worker_env
 
 
@@ -24,18 +25,6 @@ def start(stack_factory: Any, *emulator_args: str, **settings: Any) -> Any:
         st.start_hooks()
     st.start_beat()
     return st
-
-
-def submit(st: Any, reqs: list[dict[str, Any]]) -> str:
-    sub = st.client.submit(
-        reqs, defaults=DEFAULTS, on_result="hookapp.on_result", hook_queue="hooks"
-    )
-    return str(sub["job_id"])
-
-
-def chunk_field(st: Any, job_id: str, field: str, chunk: int = 0) -> str:
-    raw = st.redis.client().hget(f"bl:job:{job_id}:c:{chunk}", field)
-    return raw.decode() if raw else ""
 
 
 def restart(st: Any, worker: Worker) -> Worker:

@@ -43,3 +43,17 @@ def check_records(requests: list[dict[str, Any]], records: list[dict[str, Any]])
         elif rec["state"] == "failed":
             assert rec["error"]["type"], rec
     return states
+
+
+def submit_with_hooks(st: Any, reqs: list[dict[str, Any]]) -> str:
+    """Submit with an on_result hook on the hooks queue (the stack's hook app); the job id."""
+    sub = st.client.submit(
+        reqs, defaults=DEFAULTS, on_result="hookapp.on_result", hook_queue="hooks"
+    )
+    return str(sub["job_id"])
+
+
+def chunk_field(st: Any, job_id: str, name: str, chunk: int = 0) -> str:
+    """One field of a chunk's hash in Redis ("" when unset)."""
+    raw = st.redis.client().hget(f"bl:job:{job_id}:c:{chunk}", name)
+    return raw.decode() if raw else ""

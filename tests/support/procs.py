@@ -20,6 +20,7 @@ from batchline.devstack import (  # noqa: F401 - re-exported for tests
     stop_all,
     wait_for,
 )
+from batchline.settings import Settings
 
 API_KEY = "sk-test-batchline-0123456789"
 
@@ -38,6 +39,12 @@ FAST = {
     "api_rpm": 100000,
     "source_dir": "/",
 }
+
+
+def as_deployed(*names: str) -> dict[str, Any]:
+    """These settings back at Batchline's own defaults, undoing FAST where a test measures
+    what a user meets with them (the broker's visibility timeout, leases)."""
+    return {name: Settings.model_fields[name].default for name in names}
 
 
 def worker_env(redis_url: str, emulator_url: str | None, **settings: Any) -> dict[str, str]:

@@ -18,47 +18,14 @@ class ReplicaServer(RedisServer):
     """A redis-server that replicates another one."""
 
     def __init__(self, workdir: Path, primary: RedisServer):
-        super().__init__(workdir, password=PASSWORD, appendonly=True)
-        self.primary = primary
-
-    def start(self) -> ReplicaServer:
-        self._spawn_with(
-            [
-                "--replicaof",
-                "127.0.0.1",
-                str(self.primary.port),
-                "--masterauth",
-                PASSWORD,
-                # A replica promoted by Sentinel must take writes at once.
-                "--replica-read-only",
-                "yes",
-            ]
-        )
-        return self
-
-    def _spawn_with(self, extra: list[str]) -> None:
-        argv = [
-            "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--dir",
-            str(self.workdir),
-            "--logfile",
-            str(self.workdir / "redis.log"),
-            "--requirepass",
-            PASSWORD,
-            *extra,
+        replica_args = [
+            *("--replicaof", "127.0.0.1", str(primary.port)),
+            *("--masterauth", PASSWORD),
+            # A replica promoted by Sentinel must take writes at once.
+            *("--replica-read-only", "yes"),
         ]
-        self._spawn(argv)
-        wait_for(lambda: self.client(socket_timeout=1).ping(), 60, what=f"redis on {self.port}")
+        super().__init__(workdir, password=PASSWORD, appendonly=True, extra_args=replica_args)
+        self.primary = primary
 
 
 class SentinelServer(Proc):
