@@ -24,8 +24,43 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EMULATOR_KEY = "sk-local-emulator-key"
 
 
-def free_port() -> int:
+# Ports handed out by free_port: below the kernel's ephemeral range (Linux's default is
+# 32768-60999), so an outgoing connection of any process cannot take a port between the moment
+# it is chosen and the moment a server binds it, and one slice per test process (pytest-xdist
+# names them gw0, gw1, ...), so two processes of one suite never choose the same port.
+_PORT_BASE, _PORT_SLICE, _PORT_SLICES = 20_000, 600, 20
+_ports_given: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port nothing listens on, never handed out twice by this process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker[2:].isdigit() else os.getpid()
+    start = _PORT_BASE + (index % _PORT_SLICES) * _PORT_SLICE
+    if start + _PORT_SLICE <= _ephemeral_low():
+        offset = os.getpid() % _PORT_SLICE
+        for step in range(_PORT_SLICE):
+            port = start + (offset + step) % _PORT_SLICE
+            if port not in _ports_given and _bindable(port):
+                _ports_given.add(port)
+                return port
+    with socket.socket() as s:  # no room below the ephemeral range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

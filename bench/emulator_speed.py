@@ -11,7 +11,6 @@ reports the emulator's peak resident memory.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import time
@@ -25,11 +24,12 @@ import anthropic
 import orjson
 import psutil
 
+from batchline.devstack import BIN, free_port
+
 DEFAULT_REQUESTS = 100_000
 PROMPT_BYTES = 1000
 TARGET_RATIO = 2.0
 API_KEY = "sk-bench-batchline"
-BIN = Path(sys.executable).parent
 # Long enough that the create answers before the batch ends; short enough not to wait long.
 PROCESSING_SECONDS = 1.0
 
@@ -60,12 +60,6 @@ def build_requests(count: int) -> list[dict[str, Any]]:
         }
         for index in range(count)
     ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
@@ -128,12 +122,12 @@ def run(requests: int = DEFAULT_REQUESTS) -> dict[str, Any]:
     payload = build_requests(requests)
     body_bytes = len(orjson.dumps({"requests": payload}))
 
-    null_port = _free_port()
+    null_port = free_port()
     null_cmd = [sys.executable, str(Path(__file__).resolve()), "--null-server", str(null_port)]
     with _server(null_cmd, "/ready", null_port):
         null_create_s, _ = _timed_create(null_port, payload)
 
-    emu_port = _free_port()
+    emu_port = free_port()
     emu_cmd = [
         str(BIN / "batchline"), "emulator", "--host", "127.0.0.1", "--port", str(emu_port),
         "--processing-seconds", str(PROCESSING_SECONDS),
