@@ -157,7 +157,8 @@ def emulator(host: str, port: int, **flags: Any) -> None:
     answer is cut off), fail_next (a list of {"endpoint", "status", "retry_after",
     "after_create", "key_id"}: "after_create": true on a create makes the batch, then answers
     the status; "key_id" limits the fault to calls made with that key, as stats name keys),
-    truncate_results_next, unknown_results_next, stall_next_create (the next N
+    truncate_results_next, unknown_results_next, results_lines_per_s (a slow link for
+    results downloads), stall_next_create (the next N
     batches never end on their own, in_progress past expires_at until canceled) and
     hidden_batches (ids that answer 404 to every key and are left out of list until taken
     off it).

@@ -94,6 +94,9 @@ class EmulatorConfig:
     lost_create_next: int = 0
     # The next N results downloads stop after half their lines (connection cut mid-stream).
     truncate_results_next: int = 0
+    # Results are sent at most this many lines per second (0: as fast as the link allows), as
+    # over a slow or distant connection: a batch's results then take seconds to read.
+    results_lines_per_s: float = 0.0
     # The next N results downloads carry one extra line for a custom_id never submitted.
     unknown_results_next: int = 0
     # The next N batches created never end on their own: they stay in_progress past
@@ -346,6 +349,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "clock_offset_s": _clock_offset,
     "lost_create_next": _non_negative_int,
     "truncate_results_next": _non_negative_int,
+    "results_lines_per_s": _non_negative_float,
     "unknown_results_next": _non_negative_int,
     "stall_next_create": _non_negative_int,
     "hidden_batches": _batch_ids,

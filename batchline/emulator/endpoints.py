@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from batchline.emulator.batches import ENDED, IN_PROGRESS, Batch, custom_ids_digest
@@ -194,8 +196,13 @@ async def results(request: web.Request, state: EmulatorState) -> web.StreamRespo
             state.stats.record_fault("unknown_results_next")
             await response.write(UNKNOWN_RESULT_LINE)
         lines_per_chunk = max(1, batch.request_count // 2) if truncate else LINES_PER_CHUNK
+        rate = config.results_lines_per_s
+        if rate:  # a tenth of a second's worth of lines at a time
+            lines_per_chunk = min(lines_per_chunk, max(1, int(rate / 10)))
         for chunk in result_chunks(batch, lines_per_chunk, order):
             await response.write(chunk)
+            if rate:
+                await asyncio.sleep(lines_per_chunk / rate)
             if truncate:  # cut the stream after the first half of the lines
                 state.stats.record_fault("truncate_results_next")
                 if request.transport is not None:  # flush what was written, then hang up
