@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,39 @@ FANOUT_THREADS = 4  # batches a results worker fans out at once
 TRACE_LOG = logging.getLogger("celery.app.trace")
 
 
+class StageEvents:
+    """Task events (what Flower shows) for work Celery's own request handling does not run:
+    a fan-out on its own thread, a group of results. Sent from the worker's event loop (the
+    dispatcher is not thread-safe), when the worker sends task events at all."""
+
+    def __init__(self, consumer: Any):
+        self.consumer = consumer
+
+    def _send(self, kind: str, **fields: Any) -> None:
+        dispatcher = getattr(self.consumer, "event_dispatcher", None)
+        if dispatcher is None or not dispatcher.enabled:
+            return
+
+        def send() -> None:
+            try:
+                dispatcher.send(kind, **fields)
+            except Exception as exc:  # an event must never cost a result
+                logs.warning("results.task_event_unsent", event=kind, error=str(exc)[:200])
+
+        self.consumer.call_soon(send)
+
+    def started(self, task_id: str, name: str, args: str, kwargs: str = "{}") -> None:
+        fields = {"root_id": None, "parent_id": None, "retries": 0, "eta": None, "expires": None}
+        self._send("task-received", uuid=task_id, name=name, args=args, kwargs=kwargs, **fields)
+        self._send("task-started", uuid=task_id)
+
+    def succeeded(self, task_id: str, result: str, runtime: float) -> None:
+        self._send("task-succeeded", uuid=task_id, result=result, runtime=runtime)
+
+    def failed(self, task_id: str, error: str) -> None:
+        self._send("task-failed", uuid=task_id, exception=error, traceback="")
+
+
 class FanOutTask(PipelineTask):
     """On a solo-pool worker (the results workers), fan-outs run on threads of their own, so
     streaming a large batch never holds up the grouped result processing, and several
@@ -59,6 +93,7 @@ class _FanOutThreads:
     def __init__(self, task: FanOutTask, consumer: Any):
         self.task = task
         self.consumer = consumer
+        self.events = StageEvents(consumer)
         self.jobs: queue.SimpleQueue[tuple[list[Any], Any, Any, str]] = queue.SimpleQueue()
         for i in range(FANOUT_THREADS):
             threading.Thread(target=self._serve, name=f"fan-out-{i}", daemon=True).start()
@@ -87,24 +122,28 @@ class _FanOutThreads:
         """Run one fan-out; True when its message can be acknowledged."""
         started = time.monotonic()
         name = self.task.name
+        task_id = task_id or uuid.uuid4().hex
+        self.events.started(task_id, name, repr(tuple(args)))
         try:
             ctx = context()
             results.fan_out_results(ctx, *args)
         except Defer as d:
             delay = min(d.delay_s, SETTINGS.max_countdown_s)
-            return _send_again(name, args, delay, d.reason)
+            outcome = f"sent again in {delay:g}s: {d.reason}"
+            settled = _send_again(name, args, delay, d.reason)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            return _send_again(name, args, 1.0, str(exc))
-        except Exception:
+            outcome = f"sent again in 1s: {exc}"
+            settled = _send_again(name, args, 1.0, str(exc))
+        except Exception as exc:
             TRACE_LOG.exception("Task %s[%s] raised", name, task_id)
+            self.events.failed(task_id, repr(exc)[:500])
             return True  # acknowledged on failure, as every Batchline task is
-        TRACE_LOG.info(
-            "Task %s[%s] succeeded in %ss: None",
-            name,
-            task_id,
-            round(time.monotonic() - started, 4),
-        )
-        return True
+        else:
+            outcome, settled = "None", True
+        took = round(time.monotonic() - started, 4)
+        self.events.succeeded(task_id, outcome, took)
+        TRACE_LOG.info("Task %s[%s] succeeded in %ss: %s", name, task_id, took, outcome)
+        return settled
 
 
 def _seconds_until(eta: Any) -> float:
@@ -155,6 +194,7 @@ class ResultGroup(Batches):
     def Strategy(self, task: Any, app: Any, consumer: Any) -> Callable[..., None]:
         handle = super().Strategy(task, app, consumer)
         self._consumer = consumer
+        self._events = StageEvents(consumer)
 
         def handler(message: Any, *args: Any, **kwargs: Any) -> None:
             qos = getattr(consumer, "qos", None)
@@ -181,9 +221,19 @@ class ResultGroup(Batches):
                 if r.eta:
                     qos.decrement_eventually()
         started = time.monotonic()
+        # One task in Flower per group: its jobs as arguments, its size in kwargs.
+        group_id = uuid.uuid4().hex
+        events: StageEvents | None = getattr(self, "_events", None)
+        if events is not None:
+            jobs = tuple(dict.fromkeys(str(r.args[0]) for r in simple if r.args))
+            events.started(group_id, self.name, repr(jobs), repr({"results": len(simple)}))
 
         def on_return(unsettled: Any) -> None:
             keep = set(unsettled) if isinstance(unsettled, (list, set, tuple)) else None
+            if events is not None:
+                back = len(requests) if keep is None else len(keep)
+                result = f"{len(requests) - back} recorded, {back} handed back"
+                events.succeeded(group_id, result, round(time.monotonic() - started, 4))
             for req in requests:
                 if keep is None or req.id in keep:
                     # Not processed, not retried (the group itself failed): the message goes

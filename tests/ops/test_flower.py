@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from batchline.devstack import RedisServer, wait_for
+from batchline.errors import JobRefused
 from tests.ops.support import Flower, get, stop_all
 from tests.support.jobs import DEFAULTS, check_records, prompts
 from tests.support.procs import API_KEY
@@ -32,7 +34,9 @@ def test_flower_shows_workers_and_every_stage_without_prompts_or_keys(
     # Given a stack on a password-protected Redis, two workers, and Flower with basic auth
     server = RedisServer(tmp_path / "redis-pw", password=PASSWORD).start()
     # (with task events for the per-custom_id result tasks, which are off by default)
-    st = stack_factory(redis=server, max_batch_requests=20, result_task_events=True)
+    st = stack_factory(
+        "--processing-seconds", "2", redis=server, max_batch_requests=20, result_task_events=True
+    )
     flower: Flower | None = None
     try:
         started = [
@@ -74,11 +78,16 @@ def test_flower_shows_workers_and_every_stage_without_prompts_or_keys(
         assert final["state"] == "completed"
         assert check_records(reqs, list(st.client.results(sub["job_id"]))) == {"succeeded": 40}
 
-        # Then Flower has seen every stage's tasks succeed
+        # And a submit whose input is refused
+        with pytest.raises(JobRefused, match="line 2"):
+            st.client.submit([reqs[0], {"custom_id": "no-prompt"}], defaults=DEFAULTS)
+
+        # Then Flower has seen every stage's tasks succeed, and the refusal as REFUSED
         def seen() -> dict[str, Any]:
             tasks = flower.api("/api/tasks?limit=5000")
             names = {t["name"] for t in tasks.values() if t["state"] == "SUCCESS"}
-            return tasks if names >= STAGES else {}
+            refused = any(t["state"] == "REFUSED" for t in tasks.values())
+            return tasks if names >= STAGES and refused else {}
 
         tasks = wait_for(seen, 20, interval=0.5, what="every stage in flower")
         workers_raw = get(flower.base_url + "/api/workers?refresh=1", flower.auth)[1]
@@ -100,9 +109,20 @@ def test_flower_shows_workers_and_every_stage_without_prompts_or_keys(
     assert len(results) >= 40
     cids = {r["custom_id"] for r in reqs}
     assert all(job_id in r["args"] and any(f"'{c}'" in r["args"] for c in cids) for r in results)
-    # The submit carries an upload id, never the requests
-    submit = by_name["batchline.submit_job"][0]
+    # The submit carries an upload id, never the requests, and names only the options given
+    submit = next(t for t in by_name["batchline.submit_job"] if t["state"] == "SUCCESS")
     assert "upload" in submit["kwargs"] and "question" not in submit["kwargs"]
+    assert "'options': ['defaults']" in submit["kwargs"], submit["kwargs"]
+    # A refused submit is REFUSED with its reason, told apart from a fault (FAILURE)
+    refused = [t for t in by_name["batchline.submit_job"] if t["state"] == "REFUSED"]
+    assert len(refused) == 1 and "line 2" in refused[0]["exception"]
+    assert not [t for t in tasks.values() if t["state"] == "FAILURE"]
+    # A poll that waited (countdown retries) and then succeeded carries no traceback
+    waited = [p for p in polls if p["state"] == "SUCCESS" and p["retries"]]
+    assert waited, polls
+    assert all(not p.get("traceback") for p in waited)
+    # The webhook scheduler's ticks stay out of the task list
+    assert "batchline.schedule_webhooks" not in by_name
     # And nothing Flower holds or serves has a prompt, the API key or the Redis password
     for blob in (tasks_raw, workers_raw, orjson.dumps(tasks)):
         for secret in (MARK, "question q1", API_KEY, PASSWORD):

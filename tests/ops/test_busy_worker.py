@@ -1,0 +1,104 @@
+"""A results worker busy reading a long batch still looks alive to Flower and to `doctor`, and
+Flower sees the result stage move with the default settings."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from batchline.devstack import RESULTS_WORKER_ARGS, RESULTS_WORKER_ENV, wait_for
+from tests.ops.support import Flower, stop_all
+from tests.ops.test_doctor import doctor, lines
+from tests.support.jobs import DEFAULTS, check_records, prompts
+
+REQUESTS = 2400
+LINES_PER_S = 200  # the batch's results take about 12 s to read
+
+
+def test_a_results_worker_reading_a_long_batch_stays_online_and_its_groups_show_in_flower(
+    stack_factory: Any, tmp_path: Path
+) -> None:
+    # Given the documented topology with default settings: a results worker with its flags,
+    # a worker for the other stages, beat, and Flower; results sent over a slow link
+    st = stack_factory(max_batch_requests=REQUESTS)
+    flower: Flower | None = None
+    try:
+        with st.starting():
+            st.worker(name="main", hostname="busyhost", queues=["ingest", "api", "events"])
+            st.worker(
+                name="results",
+                hostname="busyhost",
+                queues=["results"],
+                extra=RESULTS_WORKER_ARGS,
+                env=RESULTS_WORKER_ENV,
+            )
+        st.start_beat()
+        flower = Flower(tmp_path, st.env, "ops", "flower-pw").start()
+        both = {"main@busyhost": True, "results@busyhost": True}
+        wait_for(lambda: flower.api("/api/workers?status=true") == both, 30, what="online")
+        st.emulator.configure(results_lines_per_s=LINES_PER_S)
+
+        # When a job's one batch ends and its results are read for seconds
+        reqs = prompts(REQUESTS)
+        job_id = st.client.submit(reqs, defaults=DEFAULTS)["job_id"]
+
+        def reading() -> bool:
+            return bool(st.emulator.stats()["calls"].get("results"))
+
+        wait_for(reading, 60, interval=0.2, what="results being read")
+        # Then, all the while, Flower shows the results worker online, and doctor finds a
+        # consumer for every queue
+        seen: list[dict[str, bool]] = []
+        checks = []
+        reading_until = time.monotonic() + 0.6 * REQUESTS / LINES_PER_S
+        while time.monotonic() < reading_until:
+            seen.append(flower.api("/api/workers?status=true"))
+            if len(checks) < 2 and len(seen) % 4 == 2:
+                checks.append(doctor(st.env))
+            time.sleep(0.5)
+        assert st.client.status(job_id)["state"] != "completed"  # still reading at the end
+        assert len(seen) >= 6 and all(s == both for s in seen), seen
+        for res in checks:
+            found = lines(res.stdout)
+            assert not found["queues"].startswith("FAIL"), res.stdout
+            assert "results 1 worker(s)" in found["queues"], res.stdout
+
+        final = st.client.wait(job_id, timeout_s=90)
+        assert final["state"] == "completed"
+        assert check_records(reqs, list(st.client.results(job_id))) == {"succeeded": REQUESTS}
+
+        # And Flower lists the result stage, a task per group of results, each on the
+        # results worker, covering every request
+        def groups() -> list[dict[str, Any]]:
+            tasks = flower.api("/api/tasks?limit=10000").values()
+            found = [
+                t
+                for t in tasks
+                if t["name"] == "batchline.process_result" and t["state"] == "SUCCESS"
+            ]
+            return found if sum(_count(t) for t in found) >= REQUESTS else []
+
+        found = wait_for(groups, 30, interval=0.5, what="result groups in flower")
+        assert {t["worker"] for t in found} == {"results@busyhost"}
+        assert sum(_count(t) for t in found) == REQUESTS
+        assert len(found) < REQUESTS / 8  # one per group, not one per result
+        fan_outs = [
+            t
+            for t in flower.api("/api/tasks?limit=10000").values()
+            if t["name"] == "batchline.fan_out_results"
+        ]
+        assert fan_outs and all(t["state"] == "SUCCESS" for t in fan_outs)
+        assert {t["worker"] for t in fan_outs} == {"results@busyhost"}
+        assert any(job_id in t["args"] for t in fan_outs)
+    finally:
+        stop_all([*st.workers, *([flower] if flower else [])])
+
+
+def _count(task: dict[str, Any]) -> int:
+    """The number of results a grouped process_result task recorded (from its kwargs)."""
+    kwargs = task.get("kwargs") or ""
+    marker = "'results': "
+    if marker not in kwargs:
+        return 0
+    return int(kwargs.split(marker, 1)[1].split(",", 1)[0].split("}", 1)[0])
