@@ -176,8 +176,29 @@ def _mib(n: int) -> str:
 # --- workers ---
 
 
+def _busy_workers(settings: Settings, answered: set[str]) -> dict[str, tuple[str, ...]]:
+    """Workers that did not answer the broadcast but whose heartbeat (workers/heartbeat.py,
+    a thread of their own) is fresh: busy, not gone. Node name -> the queues it consumes."""
+    from batchline.liveness import STOPPING, LivenessKeys, read_reports
+
+    r = connect(settings.state, settings, socket_timeout=REDIS_TIMEOUT_S)
+    reports, _ = read_reports(r, LivenessKeys(settings.key_prefix), held=False)
+    now = time.time()
+    fresh = 2 * settings.worker_heartbeat_s
+    return {
+        rep.node: rep.queues
+        for rep in reports
+        if rep.alive
+        and not rep.stopped
+        and rep.state != STOPPING
+        and rep.silent_for(now) <= fresh
+        and rep.node not in answered
+    }
+
+
 def _worker_checks(settings: Settings, timeout_s: float) -> list[Check]:
-    """One broadcast: every worker that answers says which queues it consumes."""
+    """One broadcast: every worker that answers says which queues it consumes; a worker too
+    busy to answer still heartbeats, and counts as a busy consumer of its queues."""
     from batchline.messaging.app import create_app
     from batchline.messaging.queues import Queue
 
@@ -187,6 +208,8 @@ def _worker_checks(settings: Settings, timeout_s: float) -> list[Check]:
         depths = _queue_depths(settings)
     finally:
         app.close()
+    busy = _busy_workers(settings, set(replies))
+    replies.update({node: [{"name": q} for q in queues] for node, queues in busy.items()})
     if not replies:
         return [
             Check(
@@ -199,8 +222,11 @@ def _worker_checks(settings: Settings, timeout_s: float) -> list[Check]:
             Check("queues", SKIP, "not checked: no worker answered"),
         ]
     names = sorted(replies)
-    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-    checks = [Check("workers", OK, f"{len(names)} answered: {shown}")]
+    shown = ", ".join(
+        f"{n} (busy: heartbeating, no answer within {timeout_s:g}s)" if n in busy else n
+        for n in names[:8]
+    ) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    checks = [Check("workers", OK, f"{len(names) - len(busy)} answered: {shown}")]
     consumers = {q.value: 0 for q in Queue}
     for queues in replies.values():
         for q in queues or []:

@@ -11,7 +11,15 @@ from typing import Any
 import orjson
 import redis
 
-from batchline.devstack import BIN, RedisServer, free_port, wait_for
+from batchline.devstack import (
+    BIN,
+    RESULTS_WORKER_ARGS,
+    RESULTS_WORKER_ENV,
+    RedisServer,
+    free_port,
+    wait_for,
+)
+from tests.support.jobs import DEFAULTS, prompts
 from tests.support.procs import API_KEY, as_deployed
 
 PASSWORD = "doctor-pass-8d2f"
@@ -213,3 +221,33 @@ def test_a_dead_worker_and_blocked_batches_are_named_with_what_comes_next(
     assert "what the API said about batch 0" in blocked[0]["detail"]
     assert "--resend" in blocked[0]["hint"] and "--resend" in blocked[1]["hint"]
     assert "results_unreadable" in blocked[2]["detail"] and "--resend" not in blocked[2]["hint"]
+
+
+def test_a_worker_too_busy_to_answer_counts_as_a_busy_consumer_not_a_missing_one(
+    stack_factory: Any,
+) -> None:
+    # Given a results worker (solo pool, as documented) whose in-process handler waits on a
+    # slow service, so its event loop cannot answer a broadcast for seconds
+    st = stack_factory()
+    with st.starting():
+        st.worker(name="main", hostname="dochost", queues=["ingest", "api", "events"])
+        st.worker(
+            name="results",
+            hostname="dochost",
+            queues=["results"],
+            extra=RESULTS_WORKER_ARGS,
+            env=RESULTS_WORKER_ENV,
+        )
+    job_id = st.client.submit(
+        prompts(4, "slow"), defaults=DEFAULTS, handler="tests.support.handlers:record"
+    )["job_id"]
+    wait_for(lambda: st.redis.client().llen(f"handled:{job_id}"), 60, what="handler running")
+    # When doctor runs while the handler waits
+    res = doctor(st.env)
+    # Then the results worker is shown busy (its heartbeat is fresh), and the results queue
+    # has its consumer: nothing to restart
+    found = lines(res.stdout)
+    assert "results@dochost (busy: heartbeating, no answer within 1s)" in found["workers"]
+    assert "main@dochost" in found["workers"] and "1 answered" in found["workers"]
+    assert found["queues"].startswith("OK") and "results 1 worker(s)" in found["queues"]
+    assert st.client.wait(job_id, timeout_s=60)["state"] == "completed"
