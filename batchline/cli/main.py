@@ -20,7 +20,35 @@ from batchline.errors import BatchlineError
 from batchline.redaction import redact_url
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Exit codes (docs/guide.md#exit-codes). 1 and 2 are click's own: a ClickException (a refused
+# job, an unknown job, an unreachable Redis or broker) and a UsageError (bad options).
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3  # the job has at least one failed request
+EXIT_CANCELED = 4  # the job was canceled (or is being canceled)
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
+
+EXIT_CODES_HELP = f"""\b
+Exit codes:
+  {EXIT_OK}    success; for submit --wait and status: no request failed and
+       the job was not canceled (a job still running counts)
+  {EXIT_ERROR}    an error: a refused job, an unknown job, Redis or a worker
+       that does not answer
+  {EXIT_USAGE}    a usage error (a bad option, a missing file)
+  {EXIT_FAILED}    submit --wait, status: at least one request of the job failed
+  {EXIT_CANCELED}    submit --wait, status: the job was canceled (or is canceling)
+  {INTERRUPTED}  Ctrl-C stopped the watching; the job goes on"""
+
+
+def job_exit_code(st: dict[str, Any]) -> int:
+    """A job's status as an exit code: canceled first, then any failed request, else 0."""
+    if st["state"] in ("canceled", "canceling"):
+        return EXIT_CANCELED
+    if int(st["counts"].get("failed") or 0) > 0:
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def user_error(exc: Exception) -> click.ClickException | None:
@@ -114,7 +142,11 @@ def follow(
         view.close()
 
 
-@click.group(cls=BatchlineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=BatchlineGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODES_HELP,
+)
 @click.version_option(package_name="batchline")
 def main() -> None:
     """Run bulk Claude work through the Message Batches API."""
@@ -174,7 +206,11 @@ INPUT_FORMATS = ("jsonl", "csv", "tsv", "parquet")
 @click.option("--webhook-url", help="Signed webhooks for this job's events.")
 @click.option("--max-cost-usd", type=float, help="Refuse the job if its estimate is higher.")
 @click.option("--cache/--no-cache", default=False, help="Answer repeats from earlier results.")
-@click.option("--wait", is_flag=True, help="Show progress until the job ends.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Show progress until the job ends; the exit code then tells how it ended.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option(
     "--timeout",
@@ -225,6 +261,10 @@ def submit(
     and paying for it twice. That holds even for a completed job, until its data expires
     (BATCHLINE_RETENTION_S after it ends). The same job id with different content is
     refused. --new makes a new job, with a random id, every time.
+
+    With --wait the command ends when the job does, naming its top failure reasons, and
+    exits 4 if the job was canceled, 3 if any request failed, else 0 (see `batchline
+    --help`).
     """
     if fresh and job_id:
         raise click.UsageError("give --job-id or --new, not both")
@@ -282,29 +322,58 @@ def submit(
     final = follow(client, result["job_id"]) if wait else None
     if as_json:
         _json({**result, **({"status": final} if final else {})})
-        return
-    click.echo(result["job_id"])
+    else:
+        if final is not None:
+            _echo_failures(final, err=True)
+        click.echo(result["job_id"])
+    if final is not None:
+        _exit(job_exit_code(final))
 
 
-@main.command()
+def _exit(code: int) -> None:
+    if code != EXIT_OK:
+        click.get_current_context().exit(code)
+
+
+def _echo_failures(st: dict[str, Any], err: bool = False) -> None:
+    """The top failure reasons, most first, when the job has failed requests."""
+    from batchline.cli.progress import failure_text, snapshot
+
+    text = failure_text(snapshot(st))
+    if text:
+        click.echo(f"top failure reasons: {text}", err=err)
+
+
+@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--watch", is_flag=True, help="Follow the job until it ends.")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Follow the job until it ends: its phase, rate and ETA as it goes.",
+)
 @user_errors
 def status(job_id: str, as_json: bool, watch: bool) -> None:
-    """Show a job's state, counts, batches and cost."""
+    """Show a job's state and phase, counts, batches, cost and top failure reasons.
+
+    The exit code tells how the job stands, with --json too: 3 once any request failed,
+    4 for a canceled job, 0 otherwise (a job still running without a failure included).
+    """
     client = _client()
     st = follow(client, job_id, plain=True if as_json else None) if watch else client.status(job_id)
     if as_json:
         _json(st)
+        _exit(job_exit_code(st))
         return
-    from batchline.cli.progress import summary_line
+    from batchline.cli.progress import BATCH_PHASES, summary_line
 
     click.echo(summary_line(st))
+    _echo_failures(st)
     for b in st.get("batches", []):
         click.echo(
             f"  batch {b['chunk']:>3} {b['batch_id'] or '-':<36} attempt {b['attempt']} "
-            f"{b['status']:<11} {b['processed']}/{b['requests']}"
+            f"{BATCH_PHASES.get(b['status'], b['status']):<15} "
+            f"{b['processed']}/{b['requests']} recorded"
             + (f" error: {b['error']}" if b.get("error") else "")
         )
     for blocked in st.get("blocked", []):
@@ -315,6 +384,7 @@ def status(job_id: str, as_json: bool, watch: bool) -> None:
         )
     for wait in st.get("recovery", []):
         click.echo(f"  waiting on recovery: {wait['what']}")
+    _exit(job_exit_code(st))
 
 
 def _read_template(path: str) -> str:
@@ -414,18 +484,52 @@ def cancel(job_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @user_errors
 def jobs(limit: int, as_json: bool) -> None:
-    """List recent jobs, newest first."""
+    """List recent jobs, newest first.
+
+    A header row, then one row a job: columns apart by spaces, no space inside a value
+    (SUBMITTED is local time, COST_USD what was spent so far). --json gives the statuses
+    as a list."""
     found = _client().jobs(limit)
     if as_json:
         _json(found)
         return
+    rows = [JOBS_HEADER]
     for st in found:
         c = st["counts"]
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["submitted_at"]))
-        click.echo(
-            f"{st['job_id']:<28} {st['state']:<10} {when}  {c['total']:>7} total "
-            f"{c['succeeded']:>7} ok {c['failed']:>5} failed  ${st['cost_usd']:.4f}"
+        rows.append(
+            (
+                st["job_id"],
+                st["state"],
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(st["submitted_at"])),
+                str(c["total"]),
+                str(c["succeeded"]),
+                str(c["failed"]),
+                str(c["canceled"]),
+                str(max(0, c["in_flight"])),
+                f"{st['cost_usd']:.4f}",
+            )
         )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(JOBS_HEADER))]
+    for row in rows:
+        cells = [
+            cell.ljust(w) if i < JOBS_TEXT_COLUMNS else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        click.echo("  ".join(cells).rstrip())
+
+
+JOBS_HEADER = (
+    "JOB",
+    "STATE",
+    "SUBMITTED",
+    "TOTAL",
+    "SUCCEEDED",
+    "FAILED",
+    "CANCELED",
+    "IN_FLIGHT",
+    "COST_USD",
+)
+JOBS_TEXT_COLUMNS = 3  # left-aligned; the numbers after them right-aligned
 
 
 @main.command()

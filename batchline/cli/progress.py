@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -13,9 +16,22 @@ from rich.text import Text
 
 PLAIN_EVERY_S = 5.0  # at most one plain line this often, unless the job ended
 FINAL_STATES = ("completed", "canceled")
-LIVE_BATCH_STATES = ("creating", "in_progress", "ended")
-CLOSED_BATCH_STATES = ("done", "failed", "canceled")
+# A batch's state (its chunk's, batchline.store.ChunkState) as an operator reads it.
+WAITING_BATCH_STATES = ("pending",)
+AT_API_BATCH_STATES = ("creating", "in_progress")  # being made, or running at the API
+READING_BATCH_STATES = ("ended",)  # ended at the API; its results being read and recorded
+CLOSED_BATCH_STATES = ("done", "failed", "canceled", "split")
+BATCH_PHASES = {
+    "pending": "waiting",
+    "creating": "creating",
+    "in_progress": "at the API",
+    "ended": "reading results",
+}
 BAR_CHAR = "━"
+# The rate is requests finished over this many seconds of what the watcher saw.
+RATE_WINDOW_S = 30.0
+# Under this much time seen, there is no rate yet.
+RATE_MIN_SPAN_S = 1.0
 
 # Request states in the order they fill the bar, with their colours.
 REQUEST_COLORS = {
@@ -24,6 +40,7 @@ REQUEST_COLORS = {
     "canceled": "yellow",
     "rejected": "magenta",
 }
+STATE_STYLES = {"completed": "bold green", "canceled": "bold yellow", "canceling": "bold yellow"}
 
 
 @dataclass(frozen=True)
@@ -39,11 +56,16 @@ class Snapshot:
     rejected: int
     in_flight: int
     batches: int
-    batches_live: int
+    batches_at_api: int
+    batches_reading: int
     batches_waiting: int
+    batches_blocked: int
     batches_closed: int
+    reading_requests: int
+    reading_recorded: int
     retry_batches: int
-    retried: int
+    retried_requests: int
+    failure_reasons: tuple[tuple[str, int], ...]
     elapsed_s: float
     cost_usd: float
     estimated_cost_usd: float
@@ -65,7 +87,8 @@ class Snapshot:
             self.failed,
             self.in_flight,
             self.batches,
-            self.batches_live,
+            self.batches_at_api,
+            self.batches_reading,
             self.batches_closed,
         )
 
@@ -77,6 +100,7 @@ def snapshot(st: dict[str, Any], now: float | None = None) -> Snapshot:
     submitted = float(st.get("submitted_at") or 0)
     end = st.get("ended_at") or (time.time() if now is None else now)
     cost = float(st.get("cost_usd") or 0)
+    reading = [b for b in batches if b["status"] in READING_BATCH_STATES]
     return Snapshot(
         job_id=st["job_id"],
         state=st["state"],
@@ -87,11 +111,18 @@ def snapshot(st: dict[str, Any], now: float | None = None) -> Snapshot:
         rejected=int(c["rejected"]),
         in_flight=max(0, int(c["in_flight"])),
         batches=len(batches),
-        batches_live=sum(1 for b in batches if b["status"] in LIVE_BATCH_STATES),
-        batches_waiting=sum(1 for b in batches if b["status"] == "pending"),
+        batches_at_api=sum(1 for b in batches if b["status"] in AT_API_BATCH_STATES),
+        batches_reading=len(reading),
+        batches_waiting=sum(1 for b in batches if b["status"] in WAITING_BATCH_STATES),
+        batches_blocked=sum(1 for b in batches if b["status"] == "blocked"),
         batches_closed=sum(1 for b in batches if b["status"] in CLOSED_BATCH_STATES),
+        reading_requests=sum(int(b.get("requests") or 0) for b in reading),
+        reading_recorded=sum(int(b.get("processed") or 0) for b in reading),
         retry_batches=sum(1 for b in batches if int(b.get("attempt") or 1) > 1),
-        retried=int(st.get("retried") or 0),
+        retried_requests=int(st.get("retried_requests") or 0),
+        failure_reasons=tuple(
+            (str(r["error_type"]), int(r["count"])) for r in st.get("failure_reasons") or ()
+        ),
         elapsed_s=max(0.0, float(end) - submitted) if submitted else 0.0,
         cost_usd=cost,
         estimated_cost_usd=_estimate(st, cost),
@@ -127,19 +158,121 @@ def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "-"
 
 
-def summary_line(st: dict[str, Any], now: float | None = None) -> str:
-    """One line: state, requests by state, batches, elapsed time and cost."""
+def _batches(n: int) -> str:
+    return f"{n} batch" if n == 1 else f"{n} batches"
+
+
+def phase(s: Snapshot) -> str:
+    """Where the job's work is: waiting to be sent, at the API, reading results, ...
+
+    A batch is at the API from its create until the API says it ended; it is reading
+    results from then until every one of its results is recorded (the job's counts grow
+    only then, so a job whose only batch is being read shows few requests done).
+    """
+    if s.final or s.state == "canceling":
+        return s.state
+    parts = []
+    if s.batches_reading:
+        parts.append(
+            f"reading results of {_batches(s.batches_reading)} "
+            f"({s.reading_recorded:,}/{s.reading_requests:,} recorded)"
+        )
+    if s.batches_at_api:
+        parts.append(f"{_batches(s.batches_at_api)} at the API")
+    if s.batches_blocked:
+        parts.append(f"{_batches(s.batches_blocked)} blocked")
+    if s.batches_waiting:
+        parts.append(f"{_batches(s.batches_waiting)} waiting to be sent")
+    if len(parts) > 1:
+        return f"{', '.join(parts[:-1])} and {parts[-1]}"
+    if parts:
+        return parts[0]
+    return "validating and storing the requests" if s.state == "pending" else "finishing"
+
+
+class RateMeter:
+    """Requests finished per second over the last RATE_WINDOW_S seconds of updates seen.
+
+    Each update adds the job's finished count; the rate is the count gained since the last
+    update at least the window old (or the first one seen), over the time between them.
+    """
+
+    def __init__(
+        self, window_s: float = RATE_WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ):
+        self.window_s = window_s
+        self.clock = clock
+        self._seen: deque[tuple[float, int]] = deque()
+
+    def add(self, done: int, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        self._seen.append((now, done))
+        while len(self._seen) > 2 and self._seen[1][0] <= now - self.window_s:
+            self._seen.popleft()
+
+    def rate(self) -> float | None:
+        """Requests a second, or None until updates span RATE_MIN_SPAN_S."""
+        if len(self._seen) < 2:
+            return None
+        (t0, d0), (t1, d1) = self._seen[0], self._seen[-1]
+        if t1 - t0 < RATE_MIN_SPAN_S:
+            return None
+        return max(0, d1 - d0) / (t1 - t0)
+
+
+def _per_s(rate: float) -> str:
+    return f"{rate:,.0f} requests/s" if rate >= 100 else f"{rate:.1f} requests/s"
+
+
+def pace(s: Snapshot, rate: float | None) -> str:
+    """The rate (a RateMeter's) and the time left at that rate; a finished job's average."""
+    if s.final:
+        average = s.done / s.elapsed_s if s.elapsed_s > 0 else 0.0
+        return f"{_per_s(average)} on average"
+    if rate is None:
+        return "measuring, ETA unknown"
+    window = f"(last {RATE_WINDOW_S:.0f} s)"
+    if rate <= 0:
+        return f"{_per_s(0)} {window}, ETA unknown"
+    left = max(0, s.total - s.done)
+    return f"{_per_s(rate)} {window}, ETA {duration(math.ceil(left / rate))}"
+
+
+def failure_text(s: Snapshot) -> str | None:
+    """The top failure reasons ("invalid_request_error 3, api_error 2"), or why none show."""
+    if s.failure_reasons:
+        return ", ".join(f"{t} {n:,}" for t, n in s.failure_reasons)
+    if s.failed:
+        return f"not recorded for this job (`batchline results {s.job_id}` has each error)"
+    return None
+
+
+def cost_text(s: Snapshot) -> str:
+    """`cost $X` once the job ended; `cost so far $X (est. $Y)` while it runs."""
+    if s.final:
+        return f"cost ${s.cost_usd:.4f}"
+    return f"cost so far ${s.cost_usd:.4f} (est. ${s.estimated_cost_usd:.4f})"
+
+
+def summary_line(
+    st: dict[str, Any], now: float | None = None, rate: float | None = None, *, paced: bool = False
+) -> str:
+    """One line: state (and phase), requests by state, batches, elapsed time and cost; with
+    `paced` (a watcher that measured `rate`), the rate and the ETA too."""
     s = snapshot(st, now)
+    head = s.state if s.final or s.state == "canceling" else f"{s.state}, {phase(s)}"
     parts = [
-        f"{s.job_id} {s.state}: {s.done:,}/{s.total:,} done ({_pct(s.done, s.total)})",
+        f"{s.job_id} {head}: {s.done:,}/{s.total:,} done ({_pct(s.done, s.total)})",
         f"{s.succeeded:,} succeeded, {s.failed:,} failed, {s.canceled:,} canceled, "
         f"{s.rejected:,} rejected, {s.in_flight:,} in flight",
-        f"batches {s.batches_closed}/{s.batches} closed, {s.batches_live} live, "
-        f"{s.batches_waiting} waiting, {s.retry_batches} retry",
-        f"retried {s.retried:,}",
-        f"elapsed {duration(s.elapsed_s)}",
-        f"cost ${s.cost_usd:.4f}" + ("" if s.final else f" (est. ${s.estimated_cost_usd:.4f})"),
+        f"batches {s.batches_closed}/{s.batches} closed, {s.batches_at_api} at the API, "
+        f"{s.batches_reading} reading results, {s.batches_waiting} waiting, "
+        f"{s.retry_batches} retry",
+        f"{s.retried_requests:,} requests retried",
     ]
+    if paced and not s.final:
+        parts.append(f"rate {pace(s, rate)}")
+    parts += [f"elapsed {duration(s.elapsed_s)}", cost_text(s)]
     return "; ".join(parts)
 
 
@@ -165,9 +298,10 @@ def stacked_bar(parts: list[tuple[int, str]], whole: int, width: int = 40) -> Te
 class JobProgress:
     """Call update(status) repeatedly; close() when done.
 
-    On a terminal: a live view with a bar of requests by state, a bar of batches, the
-    elapsed time and the cost. Elsewhere (a pipe, a log file, CI): a plain line whenever
-    something changed, at most every PLAIN_EVERY_S seconds, and always the last one.
+    On a terminal: a live view with the job's phase, a bar of requests by state, a bar of
+    batches, the rate and ETA, the elapsed time, the cost and the top failure reasons.
+    Elsewhere (a pipe, a log file, CI): a plain line whenever something changed, at most
+    every PLAIN_EVERY_S seconds, and always the last one.
     """
 
     def __init__(
@@ -175,16 +309,19 @@ class JobProgress:
         console: Console | None = None,
         plain: bool | None = None,
         stream: TextIO | None = None,
+        meter: RateMeter | None = None,
     ):
         self.console = console or Console(stderr=True)
         self.plain = (not self.console.is_terminal) if plain is None else plain
         self.stream = stream
+        self.meter = meter or RateMeter()
         self._last_plain = 0.0
         self._last_key: tuple[Any, ...] | None = None
         self._status: dict[str, Any] | None = None
         self._live: Live | None = None
 
     def update(self, st: dict[str, Any]) -> None:
+        self.meter.add(snapshot(st).done)
         if self.plain:
             self._plain(st)
             return
@@ -208,7 +345,8 @@ class JobProgress:
             return
         if not s.final and self._last_key is not None and now - self._last_plain < PLAIN_EVERY_S:
             return
-        print(summary_line(st), file=self.stream or sys.stderr, flush=True)
+        line = summary_line(st, rate=self.meter.rate(), paced=True)
+        print(line, file=self.stream or sys.stderr, flush=True)
         self._last_plain, self._last_key = now, s.key()
 
     def _render(self) -> Group:
@@ -220,17 +358,22 @@ class JobProgress:
         def row(label: str, *body: Text | str | tuple[str, str]) -> Text:
             return Text.assemble((f"{label:>9} ", "dim"), *body)
 
-        state_style = "bold green" if s.state == "completed" else "bold cyan"
         counts = Text()
         for name, color in REQUEST_COLORS.items():
             counts.append(f"{getattr(s, name):,} {name}", style=color)
             counts.append("  ")
         counts.append(f"{s.in_flight:,} in flight", style="cyan")
-        cost = Text(f"${s.cost_usd:.4f} so far")
-        if not s.final:
+        if s.final:
+            cost = Text(f"${s.cost_usd:.4f}")
+        else:
+            cost = Text(f"${s.cost_usd:.4f} so far")
             cost.append(f"  est. ${s.estimated_cost_usd:.4f}", style="dim")
-        return Group(
-            row("job", (s.job_id, "bold"), "  ", (s.state, state_style)),
+        rows = [
+            row("job", (s.job_id, "bold"), "  ", (s.state, STATE_STYLES.get(s.state, "bold cyan")))
+        ]
+        if not s.final:
+            rows.append(row("phase", (phase(s), "cyan")))
+        rows += [
             row(
                 "requests",
                 stacked_bar(
@@ -244,21 +387,33 @@ class JobProgress:
             row(
                 "batches",
                 stacked_bar(
-                    [(s.batches_closed, "green"), (s.batches_live, "cyan")], s.batches, width
+                    [
+                        (s.batches_closed, "green"),
+                        (s.batches_reading, "blue"),
+                        (s.batches_at_api, "cyan"),
+                    ],
+                    s.batches,
+                    width,
                 ),
                 f" {s.batches_closed}/{s.batches} closed",
             ),
             row(
                 "",
                 (
-                    f"{s.batches_live} live  {s.batches_waiting} waiting  "
-                    f"{s.retry_batches} retry  ({s.retried:,} requests retried)",
+                    f"{s.batches_at_api} at the API  {s.batches_reading} reading results  "
+                    f"{s.batches_waiting} waiting  {s.retry_batches} retry  "
+                    f"({s.retried_requests:,} requests retried)",
                     "dim",
                 ),
             ),
+            row("rate", pace(s, self.meter.rate())),
             row("elapsed", duration(s.elapsed_s)),
             row("cost", cost),
-        )
+        ]
+        failures = failure_text(s)
+        if failures:
+            rows.append(row("failures", (failures, "red")))
+        return Group(*rows)
 
     def close(self) -> None:
         if self._live is not None:

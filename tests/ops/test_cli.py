@@ -15,6 +15,7 @@ from unittest.mock import patch
 import orjson
 from click.testing import CliRunner, Result
 
+from batchline.cli.main import EXIT_FAILED
 from batchline.devstack import BIN, free_port, wait_for
 from tests.ops.support import stop_all
 from tests.support.jobs import check_records, prompts
@@ -94,8 +95,9 @@ def test_submit_wait_watch_and_json(stack: Any, tmp_path: Path) -> None:
         *("submit", "/dev/stdin", "--model", "claude-haiku-4-5", "--max-tokens", "64", "--wait"),
         stdin=src.read_text(),
     )
-    # Then progress comes as plain lines on stderr, the job id alone on stdout's last line
-    assert res.returncode == 0, res.stderr
+    # Then progress comes as plain lines on stderr, the job id alone on stdout's last line,
+    # and the exit code says requests failed
+    assert res.returncode == EXIT_FAILED, res.stderr
     job_id = res.stdout.strip().splitlines()[-1]
     assert job_id and " " not in job_id
     progress = [ln for ln in res.stderr.splitlines() if ln.startswith(job_id)]
@@ -108,12 +110,14 @@ def test_submit_wait_watch_and_json(stack: Any, tmp_path: Path) -> None:
         "batches 1/1 closed",
     ):
         assert part in last, last
-    assert "elapsed 0:00:" in last and "cost $" in last
+    assert "elapsed 0:00:" in last and "cost $" in last and "so far" not in last
     assert "accepted 32 request(s)" in res.stderr
     check_records(reqs, list(stack.client.results(job_id)))
 
     # And --json gives scripts what they need, on stdout only
-    st = orjson.loads(cli(env, "status", job_id, "--json").stdout)
+    shown = cli(env, "status", job_id, "--json")
+    assert shown.exit_code == EXIT_FAILED
+    st = orjson.loads(shown.stdout)
     assert st["state"] == "completed" and st["counts"]["succeeded"] == 30
     listed = orjson.loads(cli(env, "jobs", "--json").stdout)
     assert [j["job_id"] for j in listed] == [job_id]
@@ -128,6 +132,7 @@ def test_submit_wait_watch_and_json(stack: Any, tmp_path: Path) -> None:
         "--json",
         "--wait",
     )
+    assert again.exit_code == EXIT_FAILED
     sub = orjson.loads(again.stdout)
     assert sub["accepted"] == 32 and sub["status"]["state"] == "completed"
     canceled = orjson.loads(cli(env, "cancel", sub["job_id"], "--json").stdout)
@@ -137,11 +142,12 @@ def test_submit_wait_watch_and_json(stack: Any, tmp_path: Path) -> None:
 
     # When watched on a terminal: live bars for requests and batches, elapsed time and cost
     code, screen = on_a_terminal(env, "status", job_id, "--watch")
-    assert code == 0, screen
+    assert code == EXIT_FAILED, screen
     assert "\x1b[" in screen and "━" in screen
     for part in ("requests", "32/32 100%", "30 succeeded", "2 failed", "batches", "1/1 closed"):
         assert part in screen, part
-    assert "elapsed" in screen and "so far" in screen
+    # (a finished job's cost is what it cost, not "so far")
+    assert "elapsed" in screen and "cost" in screen and "so far" not in screen
     # And the summary still reaches stdout
     assert f"{job_id} completed: 32/32 done" in screen
 
