@@ -41,6 +41,39 @@ class TextFormatter(logging.Formatter):
         return base
 
 
+class QuietTaskLines(logging.Filter):
+    """Celery's per-task lines that tell no state change, moved to DEBUG (dropped at INFO):
+    the received and succeeded lines of the tasks named, and the retry line of a step that
+    waits (a countdown, not a fault: Defer). A task's failure lines are left as they are."""
+
+    def __init__(self, tasks: frozenset[str]):
+        super().__init__()
+        self.tasks = tasks
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = record.args
+        if record.levelno != logging.INFO or not isinstance(ctx, dict):
+            return True
+        if ctx.get("name") not in self.tasks and "Defer(" not in str(ctx.get("exc", "")):
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+# Where Celery logs a task's received line, and its succeeded and retry lines.
+CELERY_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+def quiet_task_lines(tasks: frozenset[str]) -> None:
+    """Install QuietTaskLines on Celery's task loggers (once)."""
+    for name in CELERY_TASK_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.filters = [f for f in logger.filters if not isinstance(f, QuietTaskLines)]
+        logger.addFilter(QuietTaskLines(tasks))
+
+
 def setup(settings: Settings) -> None:
     """Send Batchline's log lines to stderr, as text or JSON (BATCHLINE_LOG_JSON)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -51,6 +84,11 @@ def setup(settings: Settings) -> None:
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(settings.log_level.upper())
     LOGGER.propagate = False
+    # The SDK's HTTP client logs every call at INFO (each poll); Batchline logs what they
+    # change, and API errors itself.
+    logging.getLogger("httpx").setLevel(
+        logging.DEBUG if LOGGER.level <= logging.DEBUG else logging.WARNING
+    )
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -489,10 +489,11 @@ class Settings(BaseSettings):
         50, ge=1, description="longest wait for a group of results to fill before it runs"
     )
     result_logs: bool = Field(
-        True,
+        False,
         description=(
-            "per-result log lines (`request.*`, the result task's succeeded line) at INFO; "
-            "results workers started as recommended turn them off (DEBUG keeps them)"
+            "per-result log lines (`request.*`, the result task's received and succeeded "
+            "lines) at INFO; off, they are DEBUG lines and INFO has one line per state change "
+            "of a job or a batch"
         ),
     )
     log_level: str = Field("INFO", description="log level; one line per state change")

@@ -8,6 +8,7 @@ from celery import signals
 
 from batchline import api, logs
 from batchline.messaging.dispatch import CeleryDispatcher
+from batchline.messaging.names import TaskName
 from batchline.messaging.queues import Queue
 from batchline.pipeline.context import Context
 from batchline.redisconn import connect
@@ -43,7 +44,15 @@ def _after_fork(**_: Any) -> None:
 
 @signals.worker_init.connect
 def _setup_logging(**_: Any) -> None:
-    logs.setup(get_settings())
+    settings = get_settings()
+    logs.setup(settings)
+    # One line per state change at INFO, written by Batchline itself: Celery's received and
+    # succeeded lines of Batchline's tasks are DEBUG lines (a result task's stay at INFO when
+    # per-result logs are asked for).
+    quiet = {t.value for t in TaskName}
+    if settings.result_logs:
+        quiet.discard(TaskName.PROCESS_RESULT.value)
+    logs.quiet_task_lines(frozenset(quiet))
 
 
 @signals.celeryd_after_setup.connect
