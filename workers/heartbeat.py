@@ -2,13 +2,16 @@
 with every message the worker holds (reserved, running, waiting for a countdown).
 
 The heartbeat runs on a thread of the worker's main process, not on its event loop: a solo
-pool runs each task on the event loop, and a long task (a fan-out streaming a large batch)
-would otherwise silence a live worker. The messages held are read from the task consumer's
-channel (kombu's virtual QoS `_delivered`, minus what was acknowledged since).
+pool runs each task on the event loop, and a long task (a group of results whose handler
+waits on a slow service) would otherwise silence a live worker. The same thread sends
+Celery's worker-heartbeat event (what Flower and `celery events` read) on a connection of its
+own, so Flower never shows a busy worker offline. The messages held are read from the task
+consumer's channel (kombu's virtual QoS `_delivered`, minus what was acknowledged since).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -19,6 +22,8 @@ from typing import Any
 import orjson
 import redis
 from celery import bootsteps, signals
+from celery.utils.sysinfo import load_average
+from celery.worker.state import SOFTWARE_INFO, active_requests, all_total_count
 
 from batchline import lease, logs
 from batchline.liveness import (
@@ -63,6 +68,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failures = 0
+        self._events: Any = None  # the event dispatcher of this thread, made when first used
 
     @property
     def holder(self) -> lease.Holder:
@@ -123,6 +129,28 @@ class Heartbeat:
             held,
         )
 
+    def announce(self) -> None:
+        """Celery's worker-heartbeat event, as the worker's own (loop-driven) heart sends it,
+        from this thread: a worker whose loop is busy still shows online. Its `freq` is this
+        thread's interval, so a watcher waits two of them before calling the worker gone."""
+        if not self.settings.task_events or self.fields["state"] == STOPPING:
+            return
+        app = getattr(self.consumer, "app", None)
+        if app is None:
+            return
+        if self._events is None:
+            self._events = app.events.Dispatcher(
+                app.connection_for_write(), hostname=self.node, enabled=True
+            )
+        self._events.send(
+            "worker-heartbeat",
+            freq=float(self.settings.worker_heartbeat_s),
+            active=len(active_requests),
+            processed=all_total_count[0],
+            loadavg=load_average(),
+            **SOFTWARE_INFO,
+        )
+
     def start(self) -> None:
         """The first heartbeat now (before any message is taken), then a thread."""
         self.beat()
@@ -141,6 +169,7 @@ class Heartbeat:
                 return
             try:
                 self.beat()
+                self.announce()
                 self._failures = 0
             except Exception as exc:  # the thread must outlive a Redis blip
                 if self._failures % LOG_EVERY == 0:
@@ -158,6 +187,10 @@ class Heartbeat:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=max(1.0, self.settings.worker_heartbeat_s))
+        if self._events is not None:
+            with contextlib.suppress(Exception):
+                self._events.close()
+                self._events.connection.release()
         try:
             write_stopped(self.r, self.keys, self.worker_id)
         except redis.RedisError as exc:

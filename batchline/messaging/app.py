@@ -51,7 +51,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_default_queue": Queue.INGEST.value,
         "task_routes": {name.value: {"queue": q.value} for name, q in ROUTES.items()},
         "task_track_started": False,
-        "worker_send_task_events": True,
+        "worker_send_task_events": settings.task_events,
         # Flower learns of a task from the worker that receives it; a task-sent event per
         # message would double the messages of the results stage.
         "task_send_sent_event": False,

@@ -19,6 +19,8 @@ from batchline.devstack import (
     free_port,
     wait_for,
 )
+from tests.ops.support import Flower
+from tests.support.handlers import SLOW_S
 from tests.support.jobs import DEFAULTS, prompts
 from tests.support.procs import API_KEY, as_deployed
 
@@ -224,10 +226,10 @@ def test_a_dead_worker_and_blocked_batches_are_named_with_what_comes_next(
 
 
 def test_a_worker_too_busy_to_answer_counts_as_a_busy_consumer_not_a_missing_one(
-    stack_factory: Any,
+    stack_factory: Any, tmp_path: Path
 ) -> None:
     # Given a results worker (solo pool, as documented) whose in-process handler waits on a
-    # slow service, so its event loop cannot answer a broadcast for seconds
+    # slow service, so its event loop cannot answer a broadcast for seconds; and Flower
     st = stack_factory()
     with st.starting():
         st.worker(name="main", hostname="dochost", queues=["ingest", "api", "events"])
@@ -238,16 +240,27 @@ def test_a_worker_too_busy_to_answer_counts_as_a_busy_consumer_not_a_missing_one
             extra=RESULTS_WORKER_ARGS,
             env=RESULTS_WORKER_ENV,
         )
+    flower = Flower(tmp_path, st.env, "ops", "flower-pw").start()
+    both = {"main@dochost": True, "results@dochost": True}
+    wait_for(lambda: flower.api("/api/workers?status=true") == both, 30, what="online")
     job_id = st.client.submit(
         prompts(4, "slow"), defaults=DEFAULTS, handler="tests.support.handlers:record"
     )["job_id"]
     wait_for(lambda: st.redis.client().llen(f"handled:{job_id}"), 60, what="handler running")
-    # When doctor runs while the handler waits
+    # When doctor runs while the handler waits, and Flower is asked all the while
+    busy_since = time.monotonic()
     res = doctor(st.env)
+    seen = []
+    while time.monotonic() - busy_since < SLOW_S - 1:
+        seen.append(flower.api("/api/workers?status=true"))
+        time.sleep(0.5)
+    flower.stop()
     # Then the results worker is shown busy (its heartbeat is fresh), and the results queue
     # has its consumer: nothing to restart
     found = lines(res.stdout)
     assert "results@dochost (busy: heartbeating, no answer within 1s)" in found["workers"]
     assert "main@dochost" in found["workers"] and "1 answered" in found["workers"]
     assert found["queues"].startswith("OK") and "results 1 worker(s)" in found["queues"]
+    # And Flower never showed it offline (its heartbeat events come from a thread of their own)
+    assert len(seen) >= 8 and all(s == both for s in seen), seen
     assert st.client.wait(job_id, timeout_s=60)["state"] == "completed"
