@@ -466,6 +466,13 @@ class Settings(BaseSettings):
         return self
 
     # --- observability ---
+    task_events: bool = Field(
+        True,
+        description=(
+            "workers send task events (what Flower shows: every stage's tasks, a task per "
+            "group of results)"
+        ),
+    )
     # Task events (what Flower shows) for the one-per-custom_id result tasks: off by default,
     # as they triple the messages of the bulk stage; every other task sends them.
     result_task_events: bool = Field(
