@@ -26,6 +26,7 @@ from bench import (
     report,
     sequential,
     table_ingest,
+    task_events,
 )
 from bench.jobgen import Job, write_job
 from bench.stack import BENCH_SETTINGS
@@ -40,6 +41,7 @@ SECTIONS = (
     "emulator_speed",
     "table_ingest",
     "durable_writes",
+    "task_events",
 )
 DEFAULT_OUT = Path("bench/out/results.json")
 QUICK_REQUESTS = 300
@@ -274,6 +276,12 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         if step("durable_writes", f"{args.durable_creates:,} creates per durable_writes mode"):
             sections["durable_writes"] = durable_writes.run(
                 work / "durable_writes", args.durable_creates
+            )
+        if step("task_events", "the result stage with the workers' task events on and off"):
+            size = min(args.requests, task_events.MAX_REQUESTS)
+            rounds = task_events.QUICK_ROUNDS if args.quick else task_events.ROUNDS
+            sections["task_events"] = task_events.run(
+                work / "task_events", job(size), args.workers, args.topology, rounds
             )
         timer.stop()
     finally:

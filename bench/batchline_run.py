@@ -150,9 +150,11 @@ def run(
     handler: str = "noop",
     timeout_s: float | None = None,
     topology: str = "split",
+    **settings: Any,
 ) -> dict[str, Any]:
-    """One job of `job.count` requests through Batchline; numbers of every stage."""
-    return run_each(workdir, job, workers, (handler,), timeout_s, topology)[handler]
+    """One job of `job.count` requests through Batchline; numbers of every stage. `settings`
+    are Batchline settings for the whole stack (task_events=False, say)."""
+    return run_each(workdir, job, workers, (handler,), timeout_s, topology, **settings)[handler]
 
 
 def run_each(
@@ -162,6 +164,7 @@ def run_each(
     handler_runs: tuple[str, ...],
     timeout_s: float | None = None,
     topology: str = "split",
+    **settings: Any,
 ) -> dict[str, dict[str, Any]]:
     """The job once per handler (noop, io: the hook, inprocess), one after the other on one
     stack (its start-up paid once); each job's numbers are its own (job ids, counters and
@@ -169,7 +172,7 @@ def run_each(
     after the first finds the workers warm (the first fan-out on fresh workers takes seconds
     longer), so the harness gives each measured run its own stack."""
     timeout_s = timeout_s or max(600.0, job.count / 20)
-    with stack(workdir) as st:
+    with stack(workdir, **settings) as st:
         start_batchline(st, workers, topology, wait=False)
         if "io" in handler_runs:
             st.worker(

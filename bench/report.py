@@ -13,7 +13,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from bench import durable_writes, table_ingest
+from bench import durable_writes, table_ingest, task_events
 
 MB = 1e6
 # Worker memory must stay under this multiple of the batch's create body.
@@ -343,6 +343,7 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
         )
     )
     out += table_ingest.targets(s, _target)
+    out += task_events.targets(s, _target)
     return out
 
 
@@ -656,6 +657,7 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
         )
     out += table_ingest.rows(s)
     out += durable_writes.rows(s)
+    out += task_events.rows(s)
     return out
 
 

@@ -28,7 +28,7 @@ GROUPS = {
     # of every handler run, Redis CPU per result).
     "pipeline": ("batchline", "sequential", "plain_celery", "io", "emulator_speed"),
     "cache-durability-tables": ("cache", "durable_writes", "table_ingest"),
-    "polling": ("polling",),
+    "polling": ("polling", "task_events"),
 }
 
 
@@ -80,6 +80,11 @@ def test_quick_harness_reports_every_section_with_numbers(tmp_path: Path, group:
         check_cache(s["cache"])
     if "polling" in s:
         check_polling(s["polling"])
+    if "task_events" in s:
+        te = s["task_events"]
+        assert [len(te["requests_per_s"][m]) for m in ("on", "off")] == [1, 1]
+        assert all(_number(v) and v > 0 for m in ("on", "off") for v in te["requests_per_s"][m])
+        assert _number(te["cost_pct"])
     if "durable_writes" in s:
         check_durable_writes(s["durable_writes"], report["args"]["durable_creates"])
         assert b"Durable writes" in done.stdout
