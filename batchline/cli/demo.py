@@ -104,7 +104,7 @@ def print_summary(outcome: DemoOutcome, echo: Any = click.echo) -> None:
         f"{c['canceled']} canceled, {c['rejected']} rejected"
     )
     echo(
-        f"  retries:  {st['retried']} request(s) sent again in "
+        f"  retries:  {st.get('retried_requests', st['retried'])} request(s) sent again in "
         f"{sum(1 for b in st['batches'] if b['attempt'] > 1)} retry batch(es); "
         f"{len(st['batches'])} batches in all"
     )
