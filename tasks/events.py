@@ -27,9 +27,7 @@ def deliver_webhook(self: PipelineTask, endpoint_id: str, job_id: str, event_id:
 
 # No task events: its ticks (every few seconds while a retry waits, and from beat) would
 # fill Flower's task list; the deliveries it hands out show there as deliver_webhook.
-@app.task(
-    name=TaskName.SCHEDULE_WEBHOOKS.value, base=PipelineTask, bind=True, send_events=False
-)
+@app.task(name=TaskName.SCHEDULE_WEBHOOKS.value, base=PipelineTask, bind=True, send_events=False)
 def schedule_webhooks(
     self: PipelineTask, chain_id: str | None = None, restart: bool = False
 ) -> None:
