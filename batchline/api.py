@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -66,14 +67,55 @@ def _describe(exc: anthropic.APIStatusError) -> str:
     return f"HTTP {exc.status_code} {kind}: {msg}"
 
 
+# What a failed call met, as the fleet counts it (batchline_api_errors_total{kind}).
+API_ERROR_KINDS = (
+    "server_error",  # a 5xx other than 529, or a 200 whose body is not what was asked for
+    "overloaded",  # 529
+    "timeout",  # no answer in time (or a 408)
+    "connection",  # the connection failed or dropped
+    "rate_limited",  # 429
+    "client_error",  # any other 4xx
+)
+# The endpoints as the limiter names them (batchline_api_calls_total{endpoint}).
+API_ENDPOINTS = ("create", "retrieve", "results", "cancel", "list")
+
+# Counts one failed call: (endpoint, kind). Set per client (count_errors), so each worker's
+# errors go to its own fleet's Redis.
+ErrorCounter = Callable[[str, str], None]
+_error_counters: weakref.WeakKeyDictionary[Any, ErrorCounter] = weakref.WeakKeyDictionary()
+
+
+def count_errors(client: Any, counter: ErrorCounter) -> None:
+    """Have every failed call made with `client` counted once by `counter`."""
+    _error_counters[client] = counter
+
+
+def status_kind(status: int) -> str:
+    """The kind of failure an HTTP status is (see API_ERROR_KINDS)."""
+    if status == 429:
+        return "rate_limited"
+    if status == 529:
+        return "overloaded"
+    if status == 408:
+        return "timeout"
+    return "server_error" if status >= 500 else "client_error"
+
+
+def _count(client: Any, endpoint: str, kind: str) -> None:
+    counter = _error_counters.get(client) if client is not None else None
+    if counter is not None:
+        counter(endpoint, kind)
+
+
 # Answers to a create that say nothing of whether the batch was made: a 5xx or a gateway
 # timeout can come back after the API made it (so can a 408 or 409 from a proxy).
 UNKNOWN_CREATE_STATUSES = frozenset({408, 409})
 
 
 @contextmanager
-def translated(*, create: bool = False) -> Iterator[None]:
-    """Turn SDK exceptions into Batchline's retryable or permanent errors.
+def translated(client: Any = None, endpoint: str = "", *, create: bool = False) -> Iterator[None]:
+    """Turn SDK exceptions into Batchline's retryable or permanent errors, each counted once
+    for the client's fleet (count_errors) by endpoint and kind.
 
     For a create, every answer that does not prove the batch was refused (a 4xx other than
     408 and 409) or made (a valid 200) becomes OutcomeUnknown: reconcile before creating again.
@@ -85,6 +127,7 @@ def translated(*, create: bool = False) -> Iterator[None]:
         yield
     except anthropic.APIStatusError as exc:
         status = exc.status_code
+        _count(client, endpoint, status_kind(status))
         retryable = status in (408, 409, 429) or status >= 500
         should = exc.response.headers.get("x-should-retry")
         if should in ("true", "false"):
@@ -102,12 +145,17 @@ def translated(*, create: bool = False) -> Iterator[None]:
             raise BatchNotFound(_describe(exc), status=status, error_type=exc.type) from None
         raise PermanentApiError(_describe(exc), status=status, error_type=exc.type) from None
     except anthropic.APIResponseValidationError as exc:  # a 200 whose body is not a batch
+        _count(client, endpoint, "server_error")
         cls = OutcomeUnknown if create else RetryableApiError
         raise cls(f"unreadable answer: {exc.message}", status=exc.status_code) from None
     except anthropic.APIConnectionError as exc:  # timeouts included
+        timeout = isinstance(exc, anthropic.APITimeoutError)
+        _count(client, endpoint, "timeout" if timeout else "connection")
         cls = OutcomeUnknown if create else RetryableApiError
         raise cls(f"connection failed: {exc.message}") from None
     except httpx2.TransportError as exc:  # while reading a streamed body, past the SDK
+        timeout = isinstance(exc, httpx2.TimeoutException)
+        _count(client, endpoint, "timeout" if timeout else "connection")
         raise RetryableApiError(f"connection failed while reading: {exc}") from None
 
 
@@ -156,7 +204,7 @@ def create(client: anthropic.Anthropic, body: StreamedBody) -> MessageBatch:
     """
     from anthropic.types.messages import MessageBatch
 
-    with translated(create=True):
+    with translated(client, "create", create=True):
         return client.post(
             BATCHES_PATH,
             cast_to=MessageBatch,
@@ -169,12 +217,12 @@ def create(client: anthropic.Anthropic, body: StreamedBody) -> MessageBatch:
 
 
 def retrieve(client: anthropic.Anthropic, batch_id: str) -> MessageBatch:
-    with translated():
+    with translated(client, "retrieve"):
         return client.messages.batches.retrieve(batch_id)
 
 
 def cancel(client: anthropic.Anthropic, batch_id: str) -> MessageBatch:
-    with translated():
+    with translated(client, "cancel"):
         return client.messages.batches.cancel(batch_id)
 
 
@@ -193,7 +241,7 @@ def list_page_dated(
     header (whole seconds; None when absent)."""
     import anthropic
 
-    with translated():
+    with translated(client, "list"):
         raw = client.messages.batches.with_raw_response.list(
             limit=limit, after_id=after_id or anthropic.omit
         )
@@ -229,7 +277,7 @@ def results_path(batch_id: str, results_url: str | None = None) -> str:
 def results_lines(client: anthropic.Anthropic, path: str) -> Iterator[bytes]:
     """A batch's result lines as raw bytes, from a path under the client's base URL (see
     results_path); errors while streaming are translated too."""
-    with translated():
+    with translated(client, "results"):
         decoder = client.get(
             path,
             cast_to=_raw_lines(),
@@ -237,7 +285,7 @@ def results_lines(client: anthropic.Anthropic, path: str) -> Iterator[bytes]:
             options={"headers": {"accept": "application/binary"}},
         )
     try:
-        with translated():
+        with translated(client, "results"):
             yield from decoder
     finally:
         decoder.close()

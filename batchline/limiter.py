@@ -6,6 +6,9 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import redis
+
+from batchline import logs
 from batchline import scripts as lua
 from batchline.errors import RateLimited
 from batchline.messaging.names import TaskName
@@ -39,6 +42,14 @@ class Limiter:
                 f"fleet rate limit: no token for {endpoint}", retry_after_s=int(wait_ms) / 1000
             )
         self.store.r.hincrby(self.fleet.stats, f"api_calls:{endpoint}", 1)
+
+    def count_api_error(self, endpoint: str, kind: str) -> None:
+        """One failed API call (api.translated tells its kind), counted fleet-wide. A Redis
+        error here is logged, never raised: the caller handles the API's error."""
+        try:
+            self.store.r.hincrby(self.fleet.stats, f"api_errors:{endpoint}:{kind}", 1)
+        except redis.RedisError as exc:
+            logs.warning("metrics.count_failed", counter="api_errors", error=str(exc))
 
     def pause(self, seconds: float) -> None:
         """Hold every worker's calls for `seconds` (a 429's retry-after)."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
@@ -15,7 +16,9 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from batchline import logs
-from batchline.keys import FleetKeys, JobKeys
+from batchline.api import API_ENDPOINTS, API_ERROR_KINDS
+from batchline.errors import JobConflict, JobRefused
+from batchline.keys import FleetKeys, JobKeys, WebhookKeys
 from batchline.messaging.queues import Queue
 from batchline.metrics_recovery import RECOVERY_ACTIONS, recovery_metrics
 from batchline.pricing import NANO
@@ -43,13 +46,43 @@ TOKEN_KINDS = {
 }
 # A blocked chunk waits for an operator (`batchline unblock`); always exported, zero or not.
 BLOCKED_REASONS = ("not_found", "overdue", "results_unreadable")
+# Why a request ended failed: the API's error types, then Batchline's own (always exported;
+# a type not listed here is exported once it is seen).
+FAILURE_TYPES = (
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "request_too_large",
+    "rate_limit_error",
+    "api_error",
+    "timeout_error",
+    "overloaded_error",
+    "billing_error",
+    "expired",  # the batch expired before the request ran (after its last attempt)
+    "canceled",  # the batch was canceled before the request ran (after its last attempt)
+    "missing_result",  # the batch's results had no line for it (after its last attempt)
+    "invalid_result",  # a result line Batchline cannot read
+    "unknown_error",  # an errored result without a type
+    "other",  # a type too long or with characters a label should not hold
+)
+# Why a submit was refused (see refusal_reason).
+REFUSAL_REASONS = ("bad_input", "budget", "redis_memory", "conflict")
+# Fleet counters without a family of their own (batchline_counter_total{name}).
+OTHER_COUNTERS = ("requests:cache_hits", "poll_list_refreshes")
+# Fields of the stats hash read into a family of their own, by prefix or by name.
+FAMILY_PREFIXES = ("api_calls:", "api_errors:", "failed:", "cost_nusd:", "submits_refused:")
 KNOWN_STATS = (
     {f"requests:{s}" for s in REQUEST_STATES}
     | {f"jobs:{s}" for s in ("submitted", *JOB_FINAL_STATES)}
     | set(TOKEN_KINDS)
-    | {"cost_nusd", "api_429"}
+    | {"cost_nusd", "api_429", "requests:retried"}
     | {f"recovery:{a}" for a in RECOVERY_ACTIONS}
 )
+# A scrape reads the backlog of at most this many webhook lanes (endpoint and job).
+MAX_LANES_READ = 10_000
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _text(v: bytes | str) -> str:
@@ -63,6 +96,49 @@ def _int(v: bytes | str | None) -> int:
         return 0
 
 
+def refusal_reason(exc: Exception) -> str:
+    """Why submit_job refused a job: `conflict` (the job id exists with other content),
+    `redis_memory` (Redis is too full to take it), `budget` (its estimate exceeds
+    max_cost_usd), or `bad_input` (anything else: unreadable or invalid input, options)."""
+    if isinstance(exc, JobConflict):
+        return "conflict"
+    text = str(exc)
+    if text.startswith("Redis memory"):
+        return "redis_memory"
+    if "exceeds the budget" in text:
+        return "budget"
+    return "bad_input"
+
+
+def refusals_counted(submit: F) -> F:
+    """Count each job `submit` refuses (JobRefused, JobConflict) in the fleet stats, by
+    reason: `submits_refused:<reason>` (batchline_submits_refused_total)."""
+
+    @functools.wraps(submit)
+    def counted(ctx: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return submit(ctx, *args, **kwargs)
+        except (JobRefused, JobConflict) as exc:
+            field = f"submits_refused:{refusal_reason(exc)}"
+            try:
+                ctx.store.r.hincrby(ctx.store.fleet.stats, field, 1)
+            except redis.RedisError as count_exc:
+                logs.warning("metrics.count_failed", counter=field, error=str(count_exc))
+            raise
+
+    return counted  # type: ignore[return-value]
+
+
+def _labelled(stats: dict[str, int], prefix: str, known: Iterable[str]) -> dict[str, int]:
+    """The counters `prefix<label>` of the stats hash by label: every known label (0 when
+    never counted), then any other label seen."""
+    out = dict.fromkeys(known, 0)
+    for key, n in stats.items():
+        if key.startswith(prefix):
+            out[key[len(prefix) :]] = n
+    return out
+
+
 class FleetCollector(Collector):
     """Jobs, requests, batches, queues, API calls, tokens and cost, straight from Redis."""
 
@@ -72,6 +148,10 @@ class FleetCollector(Collector):
         self.broker = broker or state
         self.shared = broker is None
         self.fleet = FleetKeys(settings.key_prefix)
+        self.webhooks = WebhookKeys(settings.key_prefix)
+        # Before the sweeper's first run, its age counts from the exporter's start: a beat
+        # that never ran shows a growing age, not a constant.
+        self.started = time.time()
 
     def describe(self) -> Iterable[Metric]:
         # Registering must not touch Redis: an unreachable Redis still starts the exporter.
@@ -108,7 +188,8 @@ class FleetCollector(Collector):
     # --- job state (the state Redis) ---
 
     def _state_metrics(self) -> Iterator[Metric]:
-        r, f = self.state, self.fleet
+        r, f, wh = self.state, self.fleet, self.webhooks
+        now = time.time()
         pipe = r.pipeline(transaction=False)
         pipe.hgetall(f.stats)
         pipe.smembers(f.active_jobs)
@@ -117,9 +198,30 @@ class FleetCollector(Collector):
         pipe.pttl(f.pause)
         pipe.zcard(f.jobs)
         pipe.get(f.last_sweep)
-        stats_raw, active_raw, held_raw, waiting, pause_ms, retained, swept = pipe.execute()
+        pipe.zrange(f.poll_in_flight, 0, 0, withscores=True)
+        # A dead letter lasts as long as its delivery (the events' retention).
+        pipe.zcount(wh.dead, now - self.settings.events_retention_s, "+inf")
+        pipe.zrange(wh.due, 0, MAX_LANES_READ - 1)
+        (
+            stats_raw,
+            active_raw,
+            held_raw,
+            waiting,
+            pause_ms,
+            retained,
+            swept,
+            oldest,
+            dead_letters,
+            lanes,
+        ) = pipe.execute()
         stats = {_text(k): _int(v) for k, v in stats_raw.items()}
         active = sorted(_text(j) for j in active_raw)
+        pending_deliveries = 0
+        if lanes:
+            pipe = r.pipeline(transaction=False)
+            for ref in lanes:
+                pipe.llen(wh.lane(_text(ref)))
+            pending_deliveries = sum(pipe.execute())
 
         yield from self._counters(stats)
         yield from recovery_metrics(self.settings, self.state, self.broker, stats)
@@ -188,8 +290,30 @@ class FleetCollector(Collector):
             ),
             (
                 "batchline_sweep_age_seconds",
-                "Seconds since the sweeper last ran (beat), -1 if it never ran",
-                time.time() - float(swept) if swept else -1,
+                "Seconds since the sweeper (run by beat) last ran; before its first run, "
+                "seconds since this exporter started",
+                now - float(swept) if swept else now - self.started,
+            ),
+            (
+                "batchline_sweep_last_run_timestamp_seconds",
+                "When the sweeper last ran (Unix time), 0 if it never ran",
+                float(swept) if swept else 0.0,
+            ),
+            (
+                "batchline_oldest_batch_age_seconds",
+                "Seconds since the oldest batch at the API that has not ended was created, "
+                "0 when none is",
+                max(0.0, now - float(oldest[0][1])) if oldest else 0.0,
+            ),
+            (
+                "batchline_webhook_deliveries_pending",
+                "Webhook deliveries waiting to be delivered (being tried, or waiting for a retry)",
+                pending_deliveries,
+            ),
+            (
+                "batchline_webhook_dead_letters",
+                "Webhook deliveries that failed their last attempt and are kept for a replay",
+                dead_letters,
             ),
             (
                 "batchline_api_pause_seconds",
@@ -227,14 +351,48 @@ class FleetCollector(Collector):
             "Calls to the Message Batches API, by endpoint",
             labels=["endpoint"],
         )
-        for key in sorted(k for k in stats if k.startswith("api_calls:")):
-            calls.add_metric([key.split(":", 1)[1]], stats[key])
+        for endpoint, n in _labelled(stats, "api_calls:", API_ENDPOINTS).items():
+            calls.add_metric([endpoint], n)
         yield calls
+        errors = CounterMetricFamily(
+            "batchline_api_errors",
+            "Failed calls to the Message Batches API, by endpoint and kind: server_error (5xx), "
+            "overloaded (529), timeout, connection, rate_limited (429), client_error (other 4xx)",
+            labels=["endpoint", "kind"],
+        )
+        pairs = [f"{e}:{k}" for e in API_ENDPOINTS for k in API_ERROR_KINDS]
+        for pair, n in _labelled(stats, "api_errors:", pairs).items():
+            endpoint, _, kind = pair.partition(":")
+            errors.add_metric([endpoint, kind], n)
+        yield errors
         limited = CounterMetricFamily(
-            "batchline_api_rate_limited", "Answers of HTTP 429 from the API"
+            "batchline_api_rate_limited",
+            "Answers of HTTP 429 from the API that paused the fleet's calls",
         )
         limited.add_metric([], stats.get("api_429", 0))
         yield limited
+        failed = CounterMetricFamily(
+            "batchline_requests_failed",
+            "Requests that ended failed, by error type (the API's, or Batchline's own)",
+            labels=["error_type"],
+        )
+        for error_type, n in _labelled(stats, "failed:", FAILURE_TYPES).items():
+            failed.add_metric([error_type], n)
+        yield failed
+        retried = CounterMetricFamily(
+            "batchline_requests_retried",
+            "Requests sent again in a retry batch (each counted once, at its first retry)",
+        )
+        retried.add_metric([], stats.get("requests:retried", 0))
+        yield retried
+        refused = CounterMetricFamily(
+            "batchline_submits_refused",
+            "Jobs submit_job refused, by reason: bad_input, budget, redis_memory, conflict",
+            labels=["reason"],
+        )
+        for reason, n in _labelled(stats, "submits_refused:", REFUSAL_REASONS).items():
+            refused.add_metric([reason], n)
+        yield refused
         tokens = CounterMetricFamily(
             "batchline_tokens", "Tokens billed for finished requests, by kind", labels=["kind"]
         )
@@ -246,14 +404,26 @@ class FleetCollector(Collector):
         )
         cost.add_metric([], stats.get("cost_nusd", 0) / NANO)
         yield cost
+        by_model = CounterMetricFamily(
+            "batchline_cost_usd_by_model",
+            "Cost of finished requests at batch prices, in USD, by model as the price table "
+            "names it",
+            labels=["model"],
+        )
+        for model, n in _labelled(stats, "cost_nusd:", self.settings.prices).items():
+            by_model.add_metric([model], n / NANO)
+        yield by_model
         other = CounterMetricFamily(
             "batchline_counter",
             "Other fleet counters of the stats hash in Redis, by name",
             labels=["name"],
         )
-        for key in sorted(k for k in stats if k not in KNOWN_STATS):
-            if not key.startswith("api_calls:"):
-                other.add_metric([key], stats[key])
+        names = dict.fromkeys(OTHER_COUNTERS, 0)
+        for key, n in stats.items():
+            if key not in KNOWN_STATS and not key.startswith(FAMILY_PREFIXES):
+                names[key] = n
+        for name, n in names.items():
+            other.add_metric([name], n)
         yield other
 
     def _job_states(self, active: list[str]) -> dict[str, str]:

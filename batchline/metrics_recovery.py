@@ -10,6 +10,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from batchline import liveness, logs
+from batchline.messaging.queues import Queue
 from batchline.settings import Settings
 
 WORKER_STATES = ("live", "silent", "dead", "stopping")
@@ -26,6 +27,7 @@ def recovery_metrics(
     keys = liveness.LivenessKeys(s.key_prefix)
     reports, _ = liveness.read_reports(state, keys, held=False)
     states = dict.fromkeys(WORKER_STATES, 0)
+    consumers = dict.fromkeys((q.value for q in Queue), 0)
     for rep in reports:
         if rep.stopped:
             continue
@@ -37,6 +39,9 @@ def recovery_metrics(
             states["silent"] += 1
         else:
             states["live"] += 1
+            for q in rep.queues:
+                if q in consumers:
+                    consumers[q] += 1
     workers = GaugeMetricFamily(
         "batchline_workers",
         "Workers by heartbeat: live, silent (late, not yet dead), dead (not yet recovered), "
@@ -46,6 +51,14 @@ def recovery_metrics(
     for st, n in states.items():
         workers.add_metric([st], n)
     yield workers
+    taking = GaugeMetricFamily(
+        "batchline_queue_consumers",
+        "Live workers taking messages from a stage's queue",
+        labels=["queue"],
+    )
+    for q, n in consumers.items():
+        taking.add_metric([q], n)
+    yield taking
     try:
         pending = liveness.waits(state, s, broker=broker, now=now)
     except redis.RedisError as exc:  # the broker (when apart) is reported on its own

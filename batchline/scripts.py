@@ -185,9 +185,11 @@ class NowArg(NamedTuple):
 SPLIT = Script("split", SplitKeys, NowArg)
 
 
-# Record results, each at most once per chunk. `rest`: per item 9 values: api id, outcome
+# Record results, each at most once per chunk. `rest`: per item 10 values: api id, outcome
 # (succeeded|failed|canceled|retry), record or error blob, hook flag, input, output,
-# cache-write, cache-read tokens, cost (nUSD).
+# cache-write, cache-read tokens, cost (nUSD), detail (a failed request's error type, counted
+# as `failed:<type>` in the job and the fleet stats; a succeeded one's price-table model, its
+# cost counted as `cost_nusd:<model>` in the fleet stats).
 # Returns {processed in chunk, chunk count, remaining in job, fresh items...}.
 class FinishKeys(NamedTuple):
     job: str
@@ -223,7 +225,7 @@ PLAN = Script("plan", PlanKeys, NowArg)
 
 
 # Take the first n ids of the pool into a new retry chunk, if the pool still starts with
-# them. Returns the attempt or 0.
+# them; a request sent again for the first time is counted once. Returns the attempt or 0.
 class MakeRetryChunkKeys(NamedTuple):
     job: str
     pool: str
@@ -231,6 +233,7 @@ class MakeRetryChunkKeys(NamedTuple):
     retries: str  # the job's retries hash
     meta: str  # the new chunk's
     ids: str  # the new chunk's ids
+    stats: str  # fleet stats: `requests:retried` (the job's `retried_requests` alike)
 
 
 class MakeRetryChunkArgs(NamedTuple):

@@ -174,6 +174,9 @@ class Item:
     blob: bytes  # the packed record, or the last error (JSON) for a retry
     hook: bool = False
     usage: tuple[int, int, int, int, int] = NO_USAGE
+    # For the fleet's counters: a failed request's error type, a succeeded one's model (its
+    # name in the price table, which its cost is counted under).
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -436,7 +439,7 @@ class Store:
         ck = keys.chunk(number)
         values: list[Any] = []
         for it in items:
-            values += [it.api_id, it.kind, it.blob, "1" if it.hook else "0", *it.usage]
+            values += [it.api_id, it.kind, it.blob, "1" if it.hook else "0", *it.usage, it.detail]
         res = lua.FINISH(
             self.r,
             lua.FinishKeys(

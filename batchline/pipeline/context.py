@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from batchline import events, logs
+from batchline import api, events, logs
 from batchline.errors import JobNotFound
 from batchline.lease import Lease
 from batchline.limiter import Limiter
@@ -61,6 +61,7 @@ class Context:
     def client(self) -> anthropic.Anthropic:
         if self._client is None:
             self._client = self.client_factory()
+            api.count_errors(self._client, self.limiter.count_api_error)
         return self._client
 
     def lease(self, name: str) -> Lease:

@@ -390,6 +390,7 @@ def record_outcomes(
                 pack_obj(rec),
                 hook=bool(opts.on_result),
                 usage=_usage(ctx, outcome),
+                detail=_detail(ctx, outcome),
             )
         )
     fin = ctx.store.finish(job_id, number, items)
@@ -466,6 +467,18 @@ def progress(ctx: Context, job_id: str) -> None:
         k: int(f.get(k) or 0) for k in ("total", "succeeded", "failed", "canceled", "rejected")
     }
     ctx.emit(job_id, "job.progress", counts=counts)
+
+
+def _detail(ctx: Context, outcome: Outcome) -> str:
+    """What the fleet's counters file an outcome under: a failure's error type; a success's
+    model as the price table names it (its cost is counted under that name; "" for a model
+    without a price, whose cost is 0)."""
+    if outcome.kind == "failed":
+        return outcome.error["type"] if outcome.error else ""
+    if outcome.kind != "succeeded" or not outcome.message:
+        return ""
+    model = str(outcome.message.get("model") or "")
+    return max((p for p in ctx.settings.prices if model.startswith(p)), key=len, default="")
 
 
 def _usage(ctx: Context, outcome: Outcome) -> tuple[int, int, int, int, int]:

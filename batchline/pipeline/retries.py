@@ -108,6 +108,7 @@ def _make_chunk(ctx: Context, job_id: str) -> bool:
             retries=keys.retries,
             meta=chunk.meta,
             ids=chunk.ids,
+            stats=store.fleet.stats,
         ),
         lua.MakeRetryChunkArgs(
             n=taken,

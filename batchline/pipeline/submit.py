@@ -19,6 +19,7 @@ from batchline.ingest import Ingest, fingerprint, job_fields, refuse
 from batchline.keys import upload_key
 from batchline.lease import Lease
 from batchline.messaging.names import TaskName
+from batchline.metrics import refusals_counted
 from batchline.pipeline.context import Context, Defer
 from batchline.pipeline.terminal import deliver_hooks
 from batchline.sources import (
@@ -132,6 +133,7 @@ def _start(ctx: Context, job_id: str, sizes: dict[int, int]) -> None:
     ctx.store.r.hset(ctx.store.keys(job_id).job, "started", 1)
 
 
+@refusals_counted
 def submit(
     ctx: Context,
     *,

@@ -111,7 +111,8 @@ def finish_followers(ctx: Context, job_id: str, leaders: dict[str, dict[str, Any
             if rec["state"] == "succeeded":
                 saved += _cost(ctx, rec)
         items = [
-            Item(f, r["state"], pack_obj(r), hook=bool(opts.on_result)) for f, r in records.items()
+            Item(f, r["state"], pack_obj(r), hook=bool(opts.on_result), detail=_failure(r))
+            for f, r in records.items()
         ]
         fin = store.finish(job_id, "dups", items)
         fresh = {f: r for f, r in records.items() if f in fin.fresh}
@@ -121,6 +122,11 @@ def finish_followers(ctx: Context, job_id: str, leaders: dict[str, dict[str, Any
             deliver_hooks(ctx, job_id, list(fresh), fresh)
         run_handlers(ctx, job_id, [(r["custom_id"], r) for r in fresh.values()])
         after(ctx, job_id, "dups", fin)
+
+
+def _failure(rec: dict[str, Any]) -> str:
+    """A failed record's error type, which the fleet's counters file it under."""
+    return str((rec.get("error") or {}).get("type") or "") if rec["state"] == "failed" else ""
 
 
 def _cost(ctx: Context, rec: dict[str, Any]) -> int:
@@ -169,7 +175,9 @@ def close_chunk(
                 error=error,
             )
             records[api_id] = rec
-            items.append(Item(api_id, state, pack_obj(rec), hook=bool(opts.on_result)))
+            items.append(
+                Item(api_id, state, pack_obj(rec), hook=bool(opts.on_result), detail=_failure(rec))
+            )
         fin = ctx.store.finish(job_id, chunk.number, items)
         fresh = {a: r for a, r in records.items() if a in fin.fresh}
         if opts.on_result:
