@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # Most tests wait on real processes (workers, Redis, countdowns): run six at a time.
 PYTEST_WORKERS ?= 6
 
-.PHONY: install redis test demo bench lint format clean
+.PHONY: install redis promtool test demo bench lint format clean
 
 install: $(STAMP)
 
@@ -27,7 +27,15 @@ redis:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 	@redis-server --version
 
-test: $(STAMP) redis
+# promtool (Debian's prometheus package) for the alert rules' unit tests.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing prometheus (promtool)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@promtool --version | head -1
+
+test: $(STAMP) redis promtool
 	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 demo: $(STAMP) redis

@@ -43,6 +43,8 @@ SCHEMA = Path(__file__).with_name("compose-spec.json")
 SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
 HA_SERVICES = ("redis-replica", *SENTINELS)
 REDIS_IMAGE_SERVICES = {"redis", *HA_SERVICES}
+# The `monitoring` profile: images of their own, reading the exporter rather than Redis.
+MONITORING_SERVICES = ("prometheus", "grafana")
 # The services that run Batchline itself (every one built from the image but the emulator).
 BATCHLINE_SERVICES = ("worker", "worker-api", "worker-results", "beat", "flower", "metrics")
 
@@ -153,13 +155,18 @@ def test_services_and_what_they_run() -> None:
         "metrics",
         "emulator",
         *HA_SERVICES,
+        *MONITORING_SERVICES,
     }
-    # Only the emulator and the `ha` profile are optional; everything else starts with a
-    # plain `docker compose up`.
+    # Only the emulator and the `ha` and `monitoring` profiles are optional; everything else
+    # starts with a plain `docker compose up`.
     optional = {n: s["profiles"] for n, s in services.items() if s.get("profiles")}
-    assert optional == {"emulator": ["emulator"], **{n: ["ha"] for n in HA_SERVICES}}
+    assert optional == {
+        "emulator": ["emulator"],
+        **{n: ["ha"] for n in HA_SERVICES},
+        **{n: ["monitoring"] for n in MONITORING_SERVICES},
+    }
     built = {n for n, s in services.items() if s.get("build")}
-    assert built == set(services) - REDIS_IMAGE_SERVICES
+    assert built == set(services) - REDIS_IMAGE_SERVICES - set(MONITORING_SERVICES)
     for name in built:
         assert services[name]["image"] == services["worker"]["image"]
     for name in REDIS_IMAGE_SERVICES:
@@ -193,7 +200,7 @@ def test_every_long_running_service_has_a_health_check() -> None:
 def test_every_service_waits_for_a_healthy_redis() -> None:
     services = resolved()["services"]
     for name, svc in services.items():
-        if name in ("redis", "emulator"):
+        if name in ("redis", "emulator", *MONITORING_SERVICES):
             continue
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
 
@@ -920,3 +927,121 @@ def test_the_dockerfile_copies_what_exists_and_is_not_ignored() -> None:
     assert ENTRYPOINT.read_text().startswith("#!/bin/sh\n")
     subprocess.run(["sh", "-n", str(ENTRYPOINT)], check=True)
     assert "\nUSER batchline\n" in DOCKERFILE.read_text()
+
+
+# --- the `monitoring` profile ---
+
+MONITORING = PROJECT_ROOT / "deploy" / "monitoring"
+
+
+def _mounts(svc: dict[str, Any]) -> dict[str, Path]:
+    """A service's bind mounts of the project's files: container path -> host path."""
+    out = {}
+    for volume in svc["volumes"]:
+        source, target, *mode = volume.split(":")
+        if source.startswith("./"):
+            assert mode == ["ro"], volume  # configuration only: never written from inside
+            out[target] = (COMPOSE.parent / source).resolve()
+    return out
+
+
+def test_prometheus_scrapes_the_metrics_service_and_loads_the_alerts() -> None:
+    services = resolved()["services"]
+    prom = services["prometheus"]
+    mounts = _mounts(prom)
+    # Given the files the service mounts: each exists in the project
+    for target, source in mounts.items():
+        assert source.is_file(), (target, source)
+    # Then Prometheus reads the mounted config, and the rule files it names are mounted
+    # beside it
+    config_path = next(a.split("=", 1)[1] for a in command(prom) if a.startswith("--config."))
+    config = yaml.safe_load(mounts[config_path].read_text())
+    assert mounts[config_path] == MONITORING / "prometheus.yml"
+    for rule_file in config["rule_files"]:
+        target = str(Path(config_path).parent / rule_file)
+        assert mounts[target] == MONITORING / "alerts.yml", rule_file
+    # And it scrapes the metrics service by its compose name, on the port it listens on
+    metrics_argv = command(services["metrics"])
+    port = metrics_argv[metrics_argv.index("--port") + 1]
+    targets = [
+        t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
+    ]
+    assert targets == [f"metrics:{port}"]
+    # It starts once the exporter answers, keeps its data in a volume, and is published on
+    # the host's loopback unless MONITORING_BIND says otherwise
+    assert prom["depends_on"] == {"metrics": {"condition": "service_healthy"}}
+    assert "prometheus-data:/prometheus" in prom["volumes"]
+    assert "prometheus-data" in resolved()["volumes"]
+    assert prom["ports"] == ["127.0.0.1:9090:9090"]
+    assert prom["image"].startswith("prom/prometheus:")
+
+
+def test_grafana_loads_the_dashboard_from_the_prometheus_service() -> None:
+    services = resolved()["services"]
+    graf = services["grafana"]
+    mounts = _mounts(graf)
+    for target, source in mounts.items():
+        assert source.is_dir(), (target, source)
+    provisioning = mounts["/etc/grafana/provisioning"]
+    assert provisioning == MONITORING / "grafana" / "provisioning"
+    # The datasource is the prometheus service on the port it serves
+    (ds,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    prom_port = services["prometheus"]["ports"][0].rsplit(":", 1)[1]
+    assert ds["url"] == f"http://prometheus:{prom_port}" and ds["type"] == "prometheus"
+    # The dashboard provider reads the folder the dashboards are mounted at, and every panel
+    # of every dashboard there queries that datasource
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "batchline.yml").read_text())[
+        "providers"
+    ]
+    folder = mounts[provider["options"]["path"]]
+    dashboards = sorted(folder.glob("*.json"))
+    assert [d.name for d in dashboards] == ["batchline.json"]
+    for path in dashboards:
+        panels = [p for p in json.loads(path.read_text())["panels"] if p["type"] != "row"]
+        assert panels, path
+        for panel in panels:
+            assert panel["datasource"]["uid"] == ds["uid"], panel["title"]
+            assert all(t["datasource"]["uid"] == ds["uid"] for t in panel["targets"])
+    home = graf["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert mounts[str(Path(home).parent)] / Path(home).name == folder / "batchline.json"
+    assert graf["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+    assert graf["ports"] == ["127.0.0.1:3000:3000"]
+    assert "grafana-data:/var/lib/grafana" in graf["volumes"]
+    assert graf["image"].startswith("grafana/grafana:")
+
+
+def _grafana_start(tmp_path: Path, password: str | None) -> subprocess.CompletedProcess[str]:
+    """The grafana service's entry point, with the image's /run.sh replaced by a stand-in
+    that says it ran."""
+    argv = command({"command": resolved()["services"]["grafana"]["entrypoint"]})
+    assert argv[:2] == ["sh", "-c"]
+    run = tmp_path / "run.sh"
+    run.write_text("#!/bin/sh\necho grafana started\n")
+    run.chmod(0o755)
+    script = argv[2].replace("/run.sh", str(run))
+    env = {"PATH": os.environ["PATH"]}
+    if password is not None:
+        env["GF_SECURITY_ADMIN_PASSWORD"] = password
+    return subprocess.run(
+        ["sh", "-c", script, *argv[3:]], env=env, capture_output=True, text=True, timeout=10
+    )
+
+
+def test_grafana_takes_its_admin_password_from_the_environment_or_does_not_start(
+    tmp_path: Path,
+) -> None:
+    raw = load()["services"]["grafana"]
+    # The password is passed through from .env or the shell: nothing is written in the file
+    assert raw["environment"]["GF_SECURITY_ADMIN_PASSWORD"] is None
+    assert "GF_SECURITY_ADMIN_PASSWORD" in env_example()
+    # Given no password (or an empty one): Grafana does not start, and says what to set
+    for password in (None, ""):
+        out = _grafana_start(tmp_path, password)
+        assert out.returncode == 1, out
+        assert "set GF_SECURITY_ADMIN_PASSWORD in .env" in out.stderr
+        assert "grafana started" not in out.stdout
+    # Given one: Grafana's own entry point runs
+    out = _grafana_start(tmp_path, "pw")
+    assert out.returncode == 0 and out.stdout == "grafana started\n", out
