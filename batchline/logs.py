@@ -62,6 +62,8 @@ class QuietTaskLines(logging.Filter):
         return True
 
 
+# The HTTP clients the SDK logs through (its own httpx2, and httpx).
+HTTP_LOGGERS = ("httpx", "httpx2")
 # Where Celery logs a task's received line, and its succeeded and retry lines.
 CELERY_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 
@@ -86,9 +88,10 @@ def setup(settings: Settings) -> None:
     LOGGER.propagate = False
     # The SDK's HTTP client logs every call at INFO (each poll); Batchline logs what they
     # change, and API errors itself.
-    logging.getLogger("httpx").setLevel(
-        logging.DEBUG if LOGGER.level <= logging.DEBUG else logging.WARNING
-    )
+    for name in HTTP_LOGGERS:
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if LOGGER.level <= logging.DEBUG else logging.WARNING
+        )
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -65,6 +65,10 @@ def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
         tag = chunk.fields.get("tag", "")
         resumed = runs > 1
         buffer: list[tuple[str, bytes]] = []
+        # The lease is renewed every slice, and at least three times per lease_s: results
+        # that arrive slowly (a slow link) must not let it run out mid-stream.
+        renew_every = ctx.settings.lease_s / 3
+        renew_at = time.monotonic() + renew_every
         try:
             for line in api.results_lines(ctx.client, path):
                 seen += 1
@@ -75,7 +79,8 @@ def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
                     continue
                 ours += 1
                 buffer.append((api_id, line))
-                if len(buffer) >= FANOUT_SLICE:
+                if len(buffer) >= FANOUT_SLICE or time.monotonic() >= renew_at:
+                    renew_at = time.monotonic() + renew_every
                     _publish(ctx, chunk, buffer, resumed)
                     buffer = []
                     if not lease.renew():
