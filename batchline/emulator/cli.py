@@ -124,6 +124,13 @@ def _option(flag: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
     help="Lines per block of --results-order blocks.",
 )
 @_option(
+    "--results-lines-per-s",
+    default=0.0,
+    type=float,
+    help="Send results no faster than this many lines per second, as over a slow link "
+    "(0: as fast as the connection allows).",
+)
+@_option(
     "--results-base-url",
     default="",
     help="Make results_url absolute on this base (as the API's https://api.anthropic.com is); "
@@ -157,8 +164,7 @@ def emulator(host: str, port: int, **flags: Any) -> None:
     answer is cut off), fail_next (a list of {"endpoint", "status", "retry_after",
     "after_create", "key_id"}: "after_create": true on a create makes the batch, then answers
     the status; "key_id" limits the fault to calls made with that key, as stats name keys),
-    truncate_results_next, unknown_results_next, results_lines_per_s (a slow link for
-    results downloads), stall_next_create (the next N
+    truncate_results_next, unknown_results_next, stall_next_create (the next N
     batches never end on their own, in_progress past expires_at until canceled) and
     hidden_batches (ids that answer 404 to every key and are left out of list until taken
     off it).

@@ -61,7 +61,6 @@ class EmulatorState:
         self.config.fail_next.clear()
         self.config.lost_create_next = 0
         self.config.truncate_results_next = 0
-        self.config.results_lines_per_s = 0.0
         self.config.unknown_results_next = 0
         self.config.stall_next_create = 0
         self.config.hidden_batches = []

@@ -32,6 +32,7 @@ FLAGS = {
     "--max-body-bytes": "max_body_bytes",
     "--results-order": "results_order",
     "--results-block-lines": "results_block_lines",
+    "--results-lines-per-s": "results_lines_per_s",
     "--results-base-url": "results_base_url",
     "--expiry-seconds": "expiry_seconds",
     "--clock-offset-s": "clock_offset_s",
