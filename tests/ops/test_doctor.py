@@ -252,7 +252,7 @@ def test_a_worker_too_busy_to_answer_counts_as_a_busy_consumer_not_a_missing_one
     res = doctor(st.env)
     seen = []
     while time.monotonic() - busy_since < SLOW_S - 1:
-        seen.append(flower.api("/api/workers?status=true"))
+        seen.append((time.monotonic() - busy_since, flower.api("/api/workers?status=true")))
         time.sleep(0.5)
     flower.stop()
     # Then the results worker is shown busy (its heartbeat is fresh), and the results queue
@@ -262,5 +262,7 @@ def test_a_worker_too_busy_to_answer_counts_as_a_busy_consumer_not_a_missing_one
     assert "main@dochost" in found["workers"] and "1 answered" in found["workers"]
     assert found["queues"].startswith("OK") and "results 1 worker(s)" in found["queues"]
     # And Flower never showed it offline (its heartbeat events come from a thread of their own)
-    assert len(seen) >= 8 and all(s == both for s in seen), seen
+    # (Celery's own heartbeat, on the held loop, lets Flower call a worker gone after 4 s)
+    assert len(seen) >= 3 and seen[-1][0] > 5, seen
+    assert all(s == both for _, s in seen), seen
     assert st.client.wait(job_id, timeout_s=60)["state"] == "completed"

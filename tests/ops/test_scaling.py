@@ -13,6 +13,7 @@ from tests.support.jobs import DEFAULTS, check_records, prompts
 from tests.support.procs import API_KEY, wait_for
 
 HOSTS = ("host1", "host2", "host3")
+# Celery's line for a result task that succeeded (kept at INFO with BATCHLINE_RESULT_LOGS).
 TASK_DONE = re.compile(rb"Task (batchline\.[a-z_]+)\[[0-9a-f-]+\] succeeded")
 
 
@@ -22,8 +23,9 @@ def json_lines(text: bytes) -> list[dict[str, Any]]:
 
 
 def test_three_workers_on_three_hosts_share_one_job(stack_factory: Any) -> None:
-    # Given three workers on three hostnames, every queue each, logging JSON
-    st = stack_factory(max_batch_requests=50, log_json=True)
+    # Given three workers on three hostnames, every queue each, logging JSON, with the
+    # per-request lines at INFO
+    st = stack_factory(max_batch_requests=50, log_json=True, result_logs=True)
     workers = [
         st.worker(wait=False, name=f"w{i + 1}", hostname=host, concurrency=2)
         for i, host in enumerate(HOSTS)
@@ -53,7 +55,13 @@ def test_three_workers_on_three_hosts_share_one_job(stack_factory: Any) -> None:
         assert counts["batchline.process_result"] > 0, (name, counts)
     fleet = sum(done.values(), Counter())
     assert fleet["batchline.process_result"] >= 300
-    assert fleet["batchline.create_batch"] >= 6 and fleet["batchline.fan_out_results"] >= 6
+    changes = Counter(
+        ln["event"]
+        for text in logs.values()
+        for ln in json_lines(text)
+        if ln.get("job_id") == job_id
+    )
+    assert changes["batch.created"] == 6 and changes["results.fanned_out"] >= 6, changes
 
     # And each request's state change was logged once, as JSON, by the worker that made it
     seen: dict[str, str] = {}
