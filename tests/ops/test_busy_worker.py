@@ -21,7 +21,9 @@ def test_a_results_worker_reading_a_long_batch_stays_online_and_its_groups_show_
 ) -> None:
     # Given the documented topology with default settings: a results worker with its flags,
     # a worker for the other stages, beat, and Flower; results sent over a slow link
-    st = stack_factory(max_batch_requests=REQUESTS)
+    # (a lease of 5 s, shorter than the 12 s stream, as the default 60 s is for a stream
+    # slower than 17 lines a second)
+    st = stack_factory(max_batch_requests=REQUESTS, lease_s=5)
     flower: Flower | None = None
     try:
         with st.starting():
@@ -67,6 +69,8 @@ def test_a_results_worker_reading_a_long_batch_stays_online_and_its_groups_show_
         final = st.client.wait(job_id, timeout_s=90)
         assert final["state"] == "completed"
         assert check_records(reqs, list(st.client.results(job_id))) == {"succeeded": REQUESTS}
+        # (read once: the fan-out kept its lease through a stream longer than the lease)
+        assert st.emulator.stats()["calls"]["results"] == 1
         # (and the results worker wrote at most one log line per 100 requests)
         with open(results_worker.log, "rb") as f:
             f.seek(log_start)
