@@ -47,6 +47,11 @@ def fan_out_results(ctx: Context, job_id: str, number: int, batch_id: str) -> No
         lease.release()
 
 
+def _renew(lease: Lease) -> None:
+    if not lease.renew():
+        raise Defer(0, "fan-out lease lost; another worker resumes")
+
+
 def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
     store = ctx.store
     _wait_for_memory(ctx, chunk)
@@ -79,13 +84,15 @@ def _fan_out(ctx: Context, chunk: Chunk, lease: Lease) -> None:
                     continue
                 ours += 1
                 buffer.append((api_id, line))
-                if len(buffer) >= FANOUT_SLICE or time.monotonic() >= renew_at:
-                    renew_at = time.monotonic() + renew_every
+                if len(buffer) >= FANOUT_SLICE:
                     _publish(ctx, chunk, buffer, resumed)
                     buffer = []
-                    if not lease.renew():
-                        raise Defer(0, "fan-out lease lost; another worker resumes")
+                    _renew(lease)
+                    renew_at = time.monotonic() + renew_every
                     _wait_for_memory(ctx, chunk)
+                elif time.monotonic() >= renew_at:
+                    _renew(lease)
+                    renew_at = time.monotonic() + renew_every
             _publish(ctx, chunk, buffer, resumed)
         except BatchNotFound as exc:
             block(ctx, chunk, "not_found", f"its results answer 404: {exc}")

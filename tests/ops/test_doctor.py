@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -249,11 +250,17 @@ def test_a_worker_too_busy_to_answer_counts_as_a_busy_consumer_not_a_missing_one
     wait_for(lambda: st.redis.client().llen(f"handled:{job_id}"), 60, what="handler running")
     # When doctor runs while the handler waits, and Flower is asked all the while
     busy_since = time.monotonic()
+    seen: list[tuple[float, Any]] = []
+
+    def ask_flower() -> None:
+        while time.monotonic() - busy_since < SLOW_S - 1:
+            seen.append((time.monotonic() - busy_since, flower.api("/api/workers?status=true")))
+            time.sleep(0.5)
+
+    asking = threading.Thread(target=ask_flower)
+    asking.start()
     res = doctor(st.env)
-    seen = []
-    while time.monotonic() - busy_since < SLOW_S - 1:
-        seen.append((time.monotonic() - busy_since, flower.api("/api/workers?status=true")))
-        time.sleep(0.5)
+    asking.join()
     flower.stop()
     # Then the results worker is shown busy (its heartbeat is fresh), and the results queue
     # has its consumer: nothing to restart

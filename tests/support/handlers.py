@@ -10,7 +10,7 @@ import orjson
 import redis
 
 _clients: dict[str, redis.Redis] = {}
-SLOW_S = 9.0
+SLOW_S = 12.0
 
 
 def _redis() -> redis.Redis:
