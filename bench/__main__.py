@@ -280,8 +280,10 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         if step("task_events", "the result stage with the workers' task events on and off"):
             size = min(args.requests, task_events.MAX_REQUESTS)
             rounds = task_events.QUICK_ROUNDS if args.quick else task_events.ROUNDS
+            # (at smoke size on one prefork worker: it only shows that the section runs)
+            topology = "prefork" if args.quick else args.topology
             sections["task_events"] = task_events.run(
-                work / "task_events", job(size), args.workers, args.topology, rounds
+                work / "task_events", job(size), args.workers, topology, rounds
             )
         timer.stop()
     finally:
