@@ -51,12 +51,6 @@ JOB_OPTION_DEFAULTS: dict[str, Any] = JobOptions.given_defaults()
 JOB_ID_SCHEME = b"batchline-job-id/1"
 # Marks the digest of a source file this process cannot read: the id then comes from its path.
 PATH_DIGEST = "path:"
-# The job hash's counters read beside the status: distinct requests sent again, and requests
-# that ended failed per error type (`failed:<error_type>`).
-RETRIED_REQUESTS_FIELD = "retried_requests"
-FAILED_FIELD_PREFIX = "failed:"
-# How many failure types a status names (the most frequent first).
-TOP_FAILURE_REASONS = 5
 
 
 def _takes_options(fn: F) -> F:
@@ -94,14 +88,6 @@ def derive_job_id(content_sha256: str, options: Mapping[str, Any]) -> str:
     for part in (content_sha256.encode(), canonical):
         sha.update(b"\n" + part)
     return f"job_{sha.hexdigest()[:32]}"
-
-
-def top_failure_reasons(
-    failed: Mapping[str, int], top: int = TOP_FAILURE_REASONS
-) -> list[dict[str, Any]]:
-    """The `top` error types with the most failed requests, most first (ties by name)."""
-    ranked = sorted(((n, t) for t, n in failed.items() if n > 0), key=lambda p: (-p[0], p[1]))
-    return [{"error_type": t, "count": n} for n, t in ranked[:top]]
 
 
 def new_job_id() -> str:
@@ -355,33 +341,9 @@ class Client:
     # --- follow ---
 
     def status(self, job_id: str) -> dict[str, Any]:
-        """The job's status (batchline.pipeline.status) with `retried_requests` (distinct
-        requests sent again) and `failure_reasons` (the most frequent error types of its
-        failed requests, most first: [{"error_type", "count"}])."""
-        st = job_status(self.store, job_id)
-        st.update(self.failure_summary(job_id))
-        return st
-
-    def failure_summary(self, job_id: str) -> dict[str, Any]:
-        """`retried_requests` and `failure_reasons` from the job hash's counters (a counter
-        that is not there counts 0: a job whose workers keep none shows no reasons)."""
-        key = self.store.keys(job_id).job
-        match = FAILED_FIELD_PREFIX + "*"
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hget(key, RETRIED_REQUESTS_FIELD)
-        pipe.hscan(key, 0, match=match, count=1000)
-        retried, (cursor, found) = pipe.execute()
-        while cursor:  # a hash too large for one answer
-            cursor, more = self.r.hscan(key, cursor, match=match, count=1000)
-            found.update(more)
-        failed: dict[str, int] = {}
-        for name, value in found.items():
-            with contextlib.suppress(ValueError):
-                failed[name.decode()[len(FAILED_FIELD_PREFIX) :]] = int(value)
-        return {
-            RETRIED_REQUESTS_FIELD: int(retried or 0),
-            "failure_reasons": top_failure_reasons(failed),
-        }
+        """The job's status (batchline.pipeline.status): the same as the `batchline.get_job`
+        task answers, `retried_requests` and `failure_reasons` included."""
+        return job_status(self.store, job_id)
 
     def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
         ids = [i.decode() for i in self.r.zrevrange(self.store.fleet.jobs, 0, limit - 1)]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from batchline import liveness
 from batchline.pricing import NANO
 from batchline.store import Chunk, ChunkState, Store
 from batchline.wire import loads
+
+# The job hash's counters of failed requests per error type (`failed:<error_type>`, written
+# once per request by the FINISH script), and how many types a status names.
+FAILED_FIELD_PREFIX = "failed:"
+TOP_FAILURE_REASONS = 5
 
 USAGE_FIELDS = (
     "input_tokens",
@@ -39,7 +45,17 @@ def status(store: Store, job_id: str, with_batches: bool = True) -> dict[str, An
         "cost_usd": round(num("cost_nusd") / NANO, 6),
         "saved_usd": round(num("saved_nusd") / NANO, 6),
         "estimated_cost_usd": float(f.get("estimated_cost_usd") or 0),
+        # Sends of requests again (an attempt each), and distinct requests sent again.
         "retried": num("retried"),
+        "retried_requests": num("retried_requests"),
+        # The most frequent error types of the failed requests, most first.
+        "failure_reasons": top_failure_reasons(
+            {
+                name[len(FAILED_FIELD_PREFIX) :]: int(value)
+                for name, value in f.items()
+                if name.startswith(FAILED_FIELD_PREFIX) and value.isdigit()
+            }
+        ),
         "cache_hits": num("cache_hits"),
         "deduplicated": num("deduplicated"),
         "duplicates_canceled": num("duplicates_canceled"),
@@ -62,6 +78,14 @@ def status(store: Store, job_id: str, with_batches: bool = True) -> dict[str, An
             if c.state == ChunkState.BLOCKED
         ]
     return out
+
+
+def top_failure_reasons(
+    failed: Mapping[str, int], top: int = TOP_FAILURE_REASONS
+) -> list[dict[str, Any]]:
+    """The `top` error types with the most failed requests, most first (ties by name)."""
+    ranked = sorted(((n, t) for t, n in failed.items() if n > 0), key=lambda p: (-p[0], p[1]))
+    return [{"error_type": t, "count": n} for n, t in ranked[:top]]
 
 
 def _batch(c: Chunk) -> dict[str, Any]:

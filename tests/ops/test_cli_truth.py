@@ -19,8 +19,9 @@ import pytest
 
 from batchline.cli.main import EXIT_CANCELED, EXIT_FAILED, EXIT_OK, job_exit_code
 from batchline.cli.progress import RateMeter, pace, phase, snapshot, summary_line
-from batchline.client import Client, top_failure_reasons
+from batchline.client import Client
 from batchline.devstack import BIN, wait_for
+from batchline.pipeline.status import top_failure_reasons
 from batchline.settings import Settings
 from tests.conftest import Stack
 from tests.ops.test_cli import cli, on_a_terminal, write_jsonl
