@@ -224,7 +224,7 @@ class FleetCollector(Collector):
             pending_deliveries = sum(pipe.execute())
 
         yield from self._counters(stats)
-        yield from recovery_metrics(self.settings, self.state, self.broker, stats)
+        yield from recovery_metrics(self.settings, self.state, self.broker, stats, self.started)
 
         jobs = GaugeMetricFamily(
             "batchline_jobs", "Jobs not yet completed or canceled, by state", labels=["state"]

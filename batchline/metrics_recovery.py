@@ -19,7 +19,11 @@ RECOVERY_ACTIONS = ("restored", "dead", "republished", "fan_outs", "hooks", "pla
 
 
 def recovery_metrics(
-    s: Settings, state: redis.Redis, broker: redis.Redis, stats: dict[str, int]
+    s: Settings,
+    state: redis.Redis,
+    broker: redis.Redis,
+    stats: dict[str, int],
+    exporter_started: float,
 ) -> Iterator[Metric]:
     """Workers by heartbeat, what jobs wait for while the fleet recovers, and what the
     recovery pass did."""
@@ -95,8 +99,9 @@ def recovery_metrics(
         ),
         (
             "batchline_recovery_age_seconds",
-            "Seconds since the recovery pass (run by beat) last ran, -1 if it never ran",
-            now - float(last) if last else -1,
+            "Seconds since the recovery pass (run by beat) last ran; before its first run, "
+            "seconds since this exporter started",
+            now - float(last) if last else now - exporter_started,
         ),
     )
     for name, doc, value in gauges:
