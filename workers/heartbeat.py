@@ -40,6 +40,10 @@ from batchline.settings import Settings, get_settings
 
 # One failed heartbeat is logged; then one in this many, until they succeed again.
 LOG_EVERY = 12
+# The worker-heartbeat event (Flower): sent this often from the heartbeat thread, with
+# Celery's default heartbeat `freq` (a watcher waits 2 x freq before calling a worker gone).
+ANNOUNCE_EVERY_S = 1.0
+ANNOUNCE_FREQ_S = 2.0
 
 
 class Heartbeat:
@@ -131,8 +135,9 @@ class Heartbeat:
 
     def announce(self) -> None:
         """Celery's worker-heartbeat event, as the worker's own (loop-driven) heart sends it,
-        from this thread: a worker whose loop is busy still shows online. Its `freq` is this
-        thread's interval, so a watcher waits two of them before calling the worker gone."""
+        from this thread, every ANNOUNCE_EVERY_S: a worker whose loop is busy still shows
+        online. Watchers (Flower) call a worker gone two `freq` after its last heartbeat, the
+        loop's own heart's included; this thread's comes well within that."""
         if not self.settings.task_events or self.fields["state"] == STOPPING:
             return
         app = getattr(self.consumer, "app", None)
@@ -144,7 +149,7 @@ class Heartbeat:
             )
         self._events.send(
             "worker-heartbeat",
-            freq=float(self.settings.worker_heartbeat_s),
+            freq=ANNOUNCE_FREQ_S,
             active=len(active_requests),
             processed=all_total_count[0],
             loadavg=load_average(),
@@ -162,19 +167,26 @@ class Heartbeat:
         logs.event("worker.heartbeat_started", worker=self.node, worker_id=self.worker_id)
 
     def _run(self) -> None:
+        next_beat = time.monotonic() + self.settings.worker_heartbeat_s
         while not self._stop.is_set():
-            self._wake.wait(self.settings.worker_heartbeat_s)
+            wait = min(ANNOUNCE_EVERY_S, max(0.0, next_beat - time.monotonic()))
+            woken = self._wake.wait(wait)
             self._wake.clear()
             if self._stop.is_set():
                 return
+            if woken or time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.settings.worker_heartbeat_s
+                try:
+                    self.beat()
+                    self._failures = 0
+                except Exception as exc:  # the thread must outlive a Redis blip
+                    if self._failures % LOG_EVERY == 0:
+                        logs.warning("worker.heartbeat_failed", worker=self.node, error=str(exc))
+                    self._failures += 1
             try:
-                self.beat()
                 self.announce()
-                self._failures = 0
-            except Exception as exc:  # the thread must outlive a Redis blip
-                if self._failures % LOG_EVERY == 0:
-                    logs.warning("worker.heartbeat_failed", worker=self.node, error=str(exc))
-                self._failures += 1
+            except Exception:  # the broker is away: the next announcement connects again
+                self._drop_events()
 
     def stopping(self) -> None:
         """Warm shutdown began: say so at once (steps that can hand over stop renewing)."""
@@ -187,10 +199,14 @@ class Heartbeat:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=max(1.0, self.settings.worker_heartbeat_s))
-        if self._events is not None:
+        self._drop_events()
+
+    def _drop_events(self) -> None:
+        events, self._events = self._events, None
+        if events is not None:
             with contextlib.suppress(Exception):
-                self._events.close()
-                self._events.connection.release()
+                events.close()
+                events.connection.release()
         try:
             write_stopped(self.r, self.keys, self.worker_id)
         except redis.RedisError as exc:
