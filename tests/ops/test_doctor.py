@@ -23,7 +23,7 @@ from batchline.devstack import (
 from tests.ops.support import Flower
 from tests.support.handlers import SLOW_S
 from tests.support.jobs import DEFAULTS, prompts
-from tests.support.procs import API_KEY, as_deployed
+from tests.support.procs import API_KEY, recovery_as_deployed
 
 PASSWORD = "doctor-pass-8d2f"
 
@@ -184,7 +184,7 @@ def test_a_dead_worker_and_blocked_batches_are_named_with_what_comes_next(
 ) -> None:
     # Given a worker holding a job's next poll (a countdown) when it is killed, beat not
     # running (so nothing recovers it yet), and a job with a batch blocked for each reason
-    st = stack_factory(**as_deployed("visibility_timeout_s"))
+    st = stack_factory(**recovery_as_deployed())
     doomed = st.worker(queues=["api"], name="doomed", hostname="dochost")
     st.client.app.send_task(
         "batchline.poll_batch", args=("job_waits", 2, "msgbatch_w", 1), countdown=600

@@ -14,7 +14,7 @@ from batchline.metrics import render
 from batchline.settings import Settings
 from tests.ops.support import MetricsExporter, get, stop_all
 from tests.support.jobs import DEFAULTS, prompts
-from tests.support.procs import as_deployed
+from tests.support.procs import recovery_as_deployed
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -135,7 +135,7 @@ def test_a_dead_worker_and_blocked_chunks_show_what_waits_and_until_when(
 
     # Given a worker holding a job's next poll when it is killed (no beat: nothing recovers
     # it), a job with a chunk blocked for each reason, and the exporter
-    st = stack_factory(**as_deployed("visibility_timeout_s"))
+    st = stack_factory(**recovery_as_deployed())
     doomed = st.worker(queues=["api"], name="doomed")
     st.client.app.send_task(
         "batchline.poll_batch", args=("job_waits", 2, "msgbatch_w", 1), countdown=600

@@ -24,24 +24,21 @@ from batchline.liveness import LivenessKeys, read_reports, waits
 from batchline.settings import Settings
 from tests.support.jobs import check_records, chunk_field, prompts
 from tests.support.jobs import submit_with_hooks as submit
-from tests.support.procs import Worker, as_deployed, wait_for
+from tests.support.procs import Worker, as_deployed, recovery_as_deployed, wait_for
 
-# Shortened, and only these: the recovery pass runs every 2 s instead of 15 s, so what is
-# measured is the death detection (worker_dead_after_s, default 20 s) and not beat's period.
-# FAST's poll intervals stay (a batch's wait takes a second, not minutes), and so does its
-# sweep interval (1 s). The visibility timeout, leases and stall detection are at their
-# defaults: the stall window is the one the default polls give (about 11 minutes), not the
-# 61 s FAST's short polls would derive, so the sweep cannot be what brings anything back on a
-# loaded machine either, and the poll test checks that it did not.
-RECOVERY = {"recovery_interval_s": 2}
-DEFAULTS_BACK = {  # FAST shortens these
-    **as_deployed("visibility_timeout_s", "lease_s"),
-    "stall_after_s": Settings().stall_s,
-}
-SETTINGS = Settings(**RECOVERY)  # as the workers run
+# Everything that decides recovery is at its default (recovery_as_deployed): the visibility
+# timeout, leases, the stall window the default polls give (about 11 minutes, not the 61 s
+# FAST's short polls would derive, so the sweep cannot be what brings anything back on a
+# loaded machine either; the poll test checks that it did not), the death detection
+# (worker_dead_after_s, 20 s) and the recovery pass's interval (15 s). FAST's poll intervals
+# stay (a batch's wait takes a second, not minutes), and so does its sweep interval (1 s).
+DEFAULTS_BACK = recovery_as_deployed()
+SETTINGS = Settings()  # as the workers run
 DEAD_AFTER_S = SETTINGS.worker_dead_after_s
-# Kill to work restarting: the heartbeat's silence, one pass, and room for a loaded machine.
-RESTART_BOUND_S = DEAD_AFTER_S + 3 * RECOVERY["recovery_interval_s"] + 30
+RECOVERY_INTERVAL_S = SETTINGS.recovery_interval_s
+# Kill to work restarting: the heartbeat's silence, up to two passes (one may have just been
+# missed), and room for a loaded machine.
+RESTART_BOUND_S = DEAD_AFTER_S + 2 * RECOVERY_INTERVAL_S + 30
 # Kill to job completion: well within the promised 5 minutes (most of it is processing
 # results, on a machine running other tests at the same time).
 COMPLETE_BOUND_S = 240
@@ -49,11 +46,12 @@ COMPLETE_BOUND_S = 240
 
 def start(stack_factory: Any, *emulator_args: str, **settings: Any) -> Any:
     """A stack with default visibility timeout, lease and stall settings, beat and hooks."""
-    st = stack_factory(*emulator_args, **{**DEFAULTS_BACK, **RECOVERY, **settings})
+    st = stack_factory(*emulator_args, **{**DEFAULTS_BACK, **settings})
     # The workers run with the broker's visibility timeout a user has (an hour), so only the
     # recovery pass can bring back what a dead worker held within these tests' bounds.
     deployed = as_deployed("visibility_timeout_s")["visibility_timeout_s"]
     assert float(st.env["BATCHLINE_VISIBILITY_TIMEOUT_S"]) == deployed == 3600
+    assert float(st.env["BATCHLINE_RECOVERY_INTERVAL_S"]) == RECOVERY_INTERVAL_S == 15
     st.start_hooks()
     st.start_beat()
     return st
@@ -230,7 +228,7 @@ def test_sigkill_of_a_default_worker_mid_results(stack_factory: Any) -> None:
         what="a wait on the killed worker",
     )
     assert found[0].kind in ("worker_silent", "worker_dead") and found[0].messages >= 1
-    assert found[0].until <= time.time() + DEAD_AFTER_S + RECOVERY["recovery_interval_s"] + 1
+    assert found[0].until <= time.time() + DEAD_AFTER_S + RECOVERY_INTERVAL_S + 1
     # And what it held is handed to the other worker once it is found dead, and the job
     # completes exactly once, well within a minute
     assert wait_restarted(st, clock) >= DEAD_AFTER_S - 6  # not before it could be known dead

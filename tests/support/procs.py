@@ -47,6 +47,17 @@ def as_deployed(*names: str) -> dict[str, Any]:
     return {name: Settings.model_fields[name].default for name in names}
 
 
+def recovery_as_deployed() -> dict[str, Any]:
+    """Everything that decides how soon a dead worker's work comes back, at Batchline's
+    defaults: the broker's visibility timeout (an hour), leases, the stall window the default
+    polls give, and the recovery pass's interval. A test of recovery runs with these, so it
+    meets the wait a user meets, and only the recovery pass can bring the work back."""
+    return {
+        **as_deployed("visibility_timeout_s", "lease_s", "recovery_interval_s"),
+        "stall_after_s": Settings().stall_s,
+    }
+
+
 def worker_env(redis_url: str, emulator_url: str | None, **settings: Any) -> dict[str, str]:
     """Environment for a test worker: Redis, the emulator and fast timings."""
     return stack_env(redis_url, emulator_url, api_key=API_KEY, **{**FAST, **settings})
