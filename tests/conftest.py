@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from batchline.client import Client
+from batchline.devstack import RESULTS_WORKER_ARGS, RESULTS_WORKER_ENV
 from batchline.settings import Settings
 from tests.support.procs import (
     Beat,
@@ -124,6 +125,18 @@ class Stack:
                 wait_for(w.ready, 60, interval=0.1, what=f"worker {w.name}")
         finally:
             self._batch = None
+
+    def results_worker(self, name: str, **kw: Any) -> Worker:
+        """A results worker as deployed: solo pool, 64 in hand, no ack emulation, no
+        per-result log lines (batchline.devstack)."""
+        return self.worker(
+            queues=["results"],
+            name=name,
+            concurrency=1,
+            extra=RESULTS_WORKER_ARGS,
+            env=RESULTS_WORKER_ENV,
+            **kw,
+        )
 
     def start_hooks(self) -> Worker:
         """Another service's Celery app (tests.support.hookapp) on its own `hooks` queue."""

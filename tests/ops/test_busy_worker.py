@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batchline.devstack import RESULTS_WORKER_ARGS, RESULTS_WORKER_ENV, wait_for
+from batchline.devstack import wait_for
 from tests.ops.support import Flower, stop_all
 from tests.ops.test_doctor import doctor, lines
 from tests.support.jobs import DEFAULTS, check_records, prompts
@@ -29,13 +29,7 @@ def test_a_results_worker_reading_a_long_batch_stays_online_and_its_groups_show_
     try:
         with st.starting():
             st.worker(name="main", hostname="busyhost", queues=["ingest", "api", "events"])
-            results_worker = st.worker(
-                name="results",
-                hostname="busyhost",
-                queues=["results"],
-                extra=RESULTS_WORKER_ARGS,
-                env=RESULTS_WORKER_ENV,
-            )
+            results_worker = st.results_worker("results", hostname="busyhost")
         flower = Flower(tmp_path, st.env, "ops", "flower-pw").start()
         both = {"main@busyhost": True, "results@busyhost": True}
         wait_for(lambda: flower.api("/api/workers?status=true") == both, 30, what="online")

@@ -14,8 +14,6 @@ import redis
 
 from batchline.devstack import (
     BIN,
-    RESULTS_WORKER_ARGS,
-    RESULTS_WORKER_ENV,
     RedisServer,
     free_port,
     wait_for,
@@ -234,13 +232,7 @@ def test_a_worker_too_busy_to_answer_counts_as_a_busy_consumer_not_a_missing_one
     st = stack_factory()
     with st.starting():
         st.worker(name="main", hostname="dochost", queues=["ingest", "api", "events"])
-        st.worker(
-            name="results",
-            hostname="dochost",
-            queues=["results"],
-            extra=RESULTS_WORKER_ARGS,
-            env=RESULTS_WORKER_ENV,
-        )
+        st.results_worker("results", hostname="dochost")
     flower = Flower(tmp_path, st.env, "ops", "flower-pw").start()
     both = {"main@dochost": True, "results@dochost": True}
     wait_for(lambda: flower.api("/api/workers?status=true") == both, 30, what="online")

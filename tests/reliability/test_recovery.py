@@ -68,14 +68,6 @@ def recovery_stats(st: Any) -> Counter[str]:
     )
 
 
-def results_worker(st: Any, name: str) -> Worker:
-    """A results worker as deployed: solo pool, 64 in hand, no ack emulation."""
-    return st.worker(
-        queues=["results"], name=name, concurrency=1, extra=RESULTS_WORKER_ARGS,
-        env=RESULTS_WORKER_ENV,
-    )  # fmt: skip
-
-
 class Clock:
     """Times from a kill (or stop) to each milestone, printed at the end."""
 
@@ -244,8 +236,8 @@ def test_sigkill_of_a_results_worker_without_ack_emulation_mid_results(
     # holds is nowhere in Redis)
     st = start(stack_factory, "--processing-seconds", "0.5")
     st.worker(queues=["ingest", "events", "api"], name="main")
-    doomed = results_worker(st, "r1")
-    results_worker(st, "r2")
+    doomed = st.results_worker("r1")
+    st.results_worker("r2")
     # When one stops (frozen, then killed) while it holds a result being processed
     job_id, reqs, clock = freeze_mid_results(
         st, doomed, "results worker (solo, no ack emulation) killed mid-results", 1500
@@ -294,7 +286,7 @@ def test_sigkill_mid_fan_out(stack_factory: Any, kind: str) -> None:
     with st.starting():
         if kind == "results-worker":
             st.worker(queues=["ingest", "events", "api"], name="main")
-            workers = [results_worker(st, "r1"), results_worker(st, "r2")]
+            workers = [st.results_worker("r1"), st.results_worker("r2")]
         else:
             workers = [st.worker(name="a"), st.worker(name="b")]
     reqs = prompts(3000)
@@ -360,7 +352,7 @@ def test_a_rolling_restart_of_every_results_worker_costs_no_stall(stack_factory:
     # Given two results workers and a job whose results are being streamed and processed
     st = start(stack_factory, "--processing-seconds", "0.5")
     st.worker(queues=["ingest", "events", "api"], name="main")
-    fleet = [results_worker(st, "r1"), results_worker(st, "r2")]
+    fleet = [st.results_worker("r1"), st.results_worker("r2")]
     reqs = prompts(3000)
     job_id = submit(st, reqs)
     wait_for(
@@ -373,7 +365,7 @@ def test_a_rolling_restart_of_every_results_worker_costs_no_stall(stack_factory:
     for i, old in enumerate(fleet):
         assert old.stop_gracefully(timeout=60), "a warm shutdown ends by itself"
         clock.mark(f"r{i + 1} stopped")
-        results_worker(st, f"r{i + 1}b")
+        st.results_worker(f"r{i + 1}b")
         clock.mark(f"r{i + 1} replaced")
     # Then the job completes exactly once, and its results never stood still long enough
     # for anything to have been lost (a lost message costs at least worker_dead_after_s)
